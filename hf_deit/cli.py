@@ -1,0 +1,76 @@
+"""The `hf-deit` command: convert | shard | predict.
+
+    hf-deit convert --from timm deit_tiny_distilled_patch16_224 ./deit-tiny   # timm name, .pth/.safetensors path
+    hf-deit convert --from official deit_small_distilled_patch16_224-649709d9.pth ./deit-small
+    hf-deit convert --from transformers facebook/deit-base-distilled-patch16-224 ./deit-base
+    hf-deit shard ./imagenet ./imagenet-shards --num-shards 64 --format parquet
+    hf-deit predict ./deit-tiny photo1.jpg photo2.jpg --top-k 5
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+
+def _convert(args: argparse.Namespace) -> None:
+    from .convert import convert_cli
+
+    out = convert_cli(args.source_format, args.source, args.output_dir, preset=args.preset)
+    print(f"Saved to {out}")
+
+
+def _shard(args: argparse.Namespace) -> None:
+    from .data import shard_dataset
+
+    paths = shard_dataset(args.source, args.output_dir, num_shards=args.num_shards, format=args.format)
+    print(f"Wrote {len(paths)} shard files under {args.output_dir}")
+
+
+def _predict(args: argparse.Namespace) -> None:
+    from transformers import pipeline
+
+    import hf_deit  # noqa: F401  (registers the Auto classes)
+
+    classifier = pipeline("image-classification", model=args.model, device=args.device)
+    for image in args.images:
+        predictions = classifier(image, top_k=args.top_k)
+        print(image)
+        for p in predictions:
+            print(f"  {p['score']:.3f}  {p['label']}")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="hf-deit", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("convert", help="convert a timm / official / transformers DeiT checkpoint to hf_deit")
+    p.add_argument("--from", dest="source_format", required=True, choices=["timm", "official", "transformers"])
+    p.add_argument("source", help="timm model name or checkpoint path; official .pth; transformers dir or Hub id")
+    p.add_argument("output_dir")
+    p.add_argument("--preset", default=None, help="DeiT preset name when it cannot be inferred from the source")
+    p.set_defaults(func=_convert)
+
+    p = sub.add_parser("shard", help="turn an ImageNet-layout folder into parquet or webdataset shards")
+    p.add_argument("source", help="folder with train/<class>/*.JPEG and/or val/<class>/*.JPEG")
+    p.add_argument("output_dir")
+    p.add_argument("--num-shards", type=int, default=16, help="shards per split (>= total DataLoader workers)")
+    p.add_argument("--format", choices=["parquet", "webdataset"], default="parquet")
+    p.set_defaults(func=_shard)
+
+    p = sub.add_parser("predict", help="classify images with a saved model directory or Hub id")
+    p.add_argument("model")
+    p.add_argument("images", nargs="+")
+    p.add_argument("--top-k", type=int, default=5)
+    p.add_argument("--device", default=None, help="e.g. cpu, cuda:0 (default: transformers picks)")
+    p.set_defaults(func=_predict)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = build_parser().parse_args(argv)
+    args.func(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,137 @@
+"""DeiTConfig: one flat, typed configuration for plain and distilled DeiT.
+
+transformers v5 turns every `PreTrainedConfig` subclass into a keyword-only dataclass, so the annotated class
+attributes below are the constructor's arguments. Checks live in `__post_init__` and say what to change.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from transformers import PreTrainedConfig
+
+# The fusion rules for the two heads at inference (see DeiTForImageClassification.fuse_logits).
+FUSIONS = ("mean", "softmax_mean", "cls", "distillation")
+
+# The eight models released with the paper, under their timm names. Each differs from the defaults only here.
+PRESETS: dict[str, dict[str, Any]] = {
+    "deit_tiny_patch16_224": dict(hidden_size=192, num_attention_heads=3, use_distillation_token=False),
+    "deit_small_patch16_224": dict(hidden_size=384, num_attention_heads=6, use_distillation_token=False),
+    "deit_base_patch16_224": dict(hidden_size=768, num_attention_heads=12, use_distillation_token=False),
+    "deit_base_patch16_384": dict(
+        hidden_size=768, num_attention_heads=12, use_distillation_token=False, image_size=384, crop_pct=1.0
+    ),
+    "deit_tiny_distilled_patch16_224": dict(hidden_size=192, num_attention_heads=3, use_distillation_token=True),
+    "deit_small_distilled_patch16_224": dict(hidden_size=384, num_attention_heads=6, use_distillation_token=True),
+    "deit_base_distilled_patch16_224": dict(hidden_size=768, num_attention_heads=12, use_distillation_token=True),
+    "deit_base_distilled_patch16_384": dict(
+        hidden_size=768, num_attention_heads=12, use_distillation_token=True, image_size=384, crop_pct=1.0
+    ),
+}
+
+
+class DeiTConfig(PreTrainedConfig):
+    r"""Configuration of a DeiT model (Touvron et al., 2021).
+
+    The defaults are DeiT-B/16 at 224 px with a distillation token, ImageNet-1k (1,000 labels) and the released
+    checkpoints' numerics (LayerNorm eps 1e-6, exact GELU, qkv bias). Use `DeiTConfig.from_preset(name)` for the
+    eight released models.
+
+    Args:
+        image_size: input resolution (square) the position embeddings are built for.
+        patch_size: side of the square patches; must divide `image_size`.
+        num_channels: input channels.
+        hidden_size: token width; must be divisible by `num_attention_heads`.
+        num_hidden_layers: number of transformer blocks (depth).
+        num_attention_heads: heads per block.
+        mlp_ratio: MLP hidden width = `mlp_ratio * hidden_size`.
+        qkv_bias: bias on the fused query/key/value projection.
+        layer_norm_eps: epsilon of every LayerNorm.
+        hidden_act: MLP activation (a transformers `ACT2FN` name; "gelu" is exact erf GELU as in the paper).
+        drop_path_rate: stochastic depth, linearly increasing from 0 to this value over the blocks.
+        hidden_dropout_prob: dropout after the embeddings, the attention projection and the MLP.
+        attention_probs_dropout_prob: dropout on attention probabilities.
+        classifier_dropout_prob: dropout on the token features fed to the heads.
+        initializer_range: std of the truncated normal used for linear weights, the tokens and position embeddings.
+        use_distillation_token: distilled DeiT (cls + distillation token, two heads) or plain DeiT (cls only).
+        fusion: how the two heads combine into `logits` at inference: "mean" of logits (the paper's code and every
+            released checkpoint), "softmax_mean" (mean of probabilities, returned as log-probabilities; the paper's
+            text), "cls" or "distillation" (one head alone). Ignored by plain DeiT.
+        crop_pct: evaluation preprocessing: resize the short side to `image_size / crop_pct`, then center-crop.
+    """
+
+    model_type = "hf_deit"
+
+    image_size: int = 224
+    patch_size: int = 16
+    num_channels: int = 3
+    hidden_size: int = 768
+    num_hidden_layers: int = 12
+    num_attention_heads: int = 12
+    mlp_ratio: float = 4.0
+    qkv_bias: bool = True
+    layer_norm_eps: float = 1e-6
+    hidden_act: str = "gelu"
+    drop_path_rate: float = 0.0
+    hidden_dropout_prob: float = 0.0
+    attention_probs_dropout_prob: float = 0.0
+    classifier_dropout_prob: float = 0.0
+    initializer_range: float = 0.02
+    use_distillation_token: bool = True
+    fusion: str = "mean"
+    crop_pct: float = 0.875
+
+    def __post_init__(self, **kwargs):
+        # num_labels is a property of PreTrainedConfig; default to ImageNet-1k's 1,000 when no labels are given.
+        if self.id2label is None and kwargs.get("num_labels") is None:
+            kwargs["num_labels"] = 1000
+        super().__post_init__(**kwargs)
+        self._check()
+
+    def _check(self) -> None:
+        if self.image_size % self.patch_size != 0:
+            raise ValueError(
+                f"image_size={self.image_size} is not divisible by patch_size={self.patch_size}: choose an image_size "
+                f"that is a multiple of {self.patch_size} (e.g. {self.image_size // self.patch_size * self.patch_size}"
+                f" or {(self.image_size // self.patch_size + 1) * self.patch_size})."
+            )
+        if self.hidden_size % self.num_attention_heads != 0:
+            raise ValueError(
+                f"hidden_size={self.hidden_size} is not divisible by num_attention_heads={self.num_attention_heads}: "
+                "each head gets hidden_size / num_attention_heads channels, so pick values that divide evenly "
+                "(DeiT-Ti 192/3, DeiT-S 384/6, DeiT-B 768/12)."
+            )
+        if self.fusion not in FUSIONS:
+            raise ValueError(f"fusion={self.fusion!r} is unknown: use one of {', '.join(map(repr, FUSIONS))}.")
+        for name in ("drop_path_rate", "hidden_dropout_prob", "attention_probs_dropout_prob", "classifier_dropout_prob"):
+            value = getattr(self, name)
+            if not 0.0 <= value < 1.0:
+                raise ValueError(f"{name}={value} must be in [0, 1).")
+        if not 0.0 < self.crop_pct <= 1.0:
+            raise ValueError(f"crop_pct={self.crop_pct} must be in (0, 1]; DeiT uses 0.875 at 224 px and 1.0 at 384.")
+
+    @property
+    def num_patches(self) -> int:
+        return (self.image_size // self.patch_size) ** 2
+
+    @property
+    def num_prefix_tokens(self) -> int:
+        """cls (+ distillation) tokens in front of the patch tokens."""
+        return 2 if self.use_distillation_token else 1
+
+    @property
+    def intermediate_size(self) -> int:
+        return int(self.hidden_size * self.mlp_ratio)
+
+    @classmethod
+    def from_preset(cls, name: str, **overrides: Any) -> "DeiTConfig":
+        """A released DeiT architecture by its timm name, e.g. `DeiTConfig.from_preset("deit_small_distilled_patch16_224")`.
+
+        `overrides` replace any field (for example `num_hidden_layers=2` for tests, `num_labels=10` for CIFAR-10).
+        """
+        if name not in PRESETS:
+            raise ValueError(f"Unknown DeiT preset {name!r}. Known presets: {', '.join(sorted(PRESETS))}.")
+        return cls(**{**PRESETS[name], **overrides})
+
+
+__all__ = ["DeiTConfig", "PRESETS", "FUSIONS"]

@@ -1,0 +1,46 @@
+"""Shared fixtures: real photos from installed wheels, the optional ../shared/data folder, tiny configs."""
+
+import os
+import re
+from pathlib import Path
+
+import pytest
+import torch
+
+# Tests run offline: nothing may reach the Hub.
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+torch.set_num_threads(min(2, torch.get_num_threads()))
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+SHARED_DATA = REPO_ROOT.parent / "shared" / "data"
+
+
+def foolbox_imagenet_photos() -> list[tuple[Path, int]]:
+    """The 20 labelled ImageNet validation photos (512x512 JPEG) that ship inside foolbox's wheel."""
+    try:
+        import foolbox
+    except ImportError:
+        return []
+    folder = Path(foolbox.__file__).parent / "data"
+    photos = []
+    for path in sorted(folder.glob("imagenet_*.jpg")):
+        label = int(re.match(r"imagenet_\d+_(\d+)\.jpg", path.name).group(1))
+        photos.append((path, label))
+    return photos
+
+
+@pytest.fixture(scope="session")
+def imagenet_photos() -> list[tuple[Path, int]]:
+    photos = foolbox_imagenet_photos()
+    if not photos:
+        pytest.skip("foolbox is not installed: `pip install -e .[dev]` brings its 20 labelled ImageNet photos")
+    return photos
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    if not SHARED_DATA.is_dir():
+        pytest.skip(f"{SHARED_DATA} is absent (only CI and developer machines have ../shared/data)")
+    return SHARED_DATA
