@@ -44,12 +44,23 @@ _LAZY = {
     "from_official": "convert",
     "from_transformers": "convert",
     "to_timm": "convert",
+    "to_transformers": "convert",
     "DataArguments": "data",
     "load_image_dataset": "data",
+    "build_datasets": "data",
+    "build_collator": "data",
+    "shard_dataset": "data",
     "DistillationLoss": "losses",
     "load_teacher": "teacher",
+    "FrozenTeacher": "teacher",
+    "TeacherMismatchError": "teacher",
+    "compute_topk_metrics": "metrics",
+    "build_model_card": "model_card",
+    "model_card_from_trainer": "model_card",
+    "push_model_to_hub": "model_card",
     "DeiTTrainingArguments": "training_args",
     "DistillationTrainer": "trainer",
+    "prepare_student": "trainer",
 }
 
 

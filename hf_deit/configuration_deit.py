@@ -86,6 +86,9 @@ class DeiTConfig(PreTrainedConfig):
         if self.id2label is None and kwargs.get("num_labels") is None:
             kwargs["num_labels"] = 1000
         super().__post_init__(**kwargs)
+        if self.id2label is not None and self.label2id is None:
+            # transformers v5 does not derive label2id from a given id2label; pipelines and users expect both.
+            self.label2id = {label: index for index, label in self.id2label.items()}
         self._check()
 
     def _check(self) -> None:

@@ -173,12 +173,15 @@ class DeiTAttention(nn.Module):
         self.o_dropout = nn.Dropout(config.hidden_dropout_prob)
 
     def forward(
-        self, hidden_states: torch.Tensor, output_attentions: bool = False
+        self, hidden_states: torch.Tensor, output_attentions: bool = False, num_queries: int | None = None
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """`num_queries`: attend from the first `num_queries` tokens only (keys/values still come from all)."""
         batch_size, seq_len, hidden_size = hidden_states.shape
         # (B, S, 3*hidden) -> (3, B, heads, S, head_dim)
         qkv = self.qkv_proj(hidden_states).view(batch_size, seq_len, 3, self.num_heads, self.head_dim)
         query, key, value = qkv.permute(2, 0, 3, 1, 4).unbind(0)
+        if num_queries is not None:
+            query = query[:, :, :num_queries]  # (B, heads, num_queries, head_dim)
 
         # transformers' way of choosing the kernel: config._attn_implementation ("sdpa" by default; "eager" is
         # the fallback, and the only one that can return attention probabilities).
@@ -195,8 +198,8 @@ class DeiTAttention(nn.Module):
             scaling=self.scaling,
             dropout=self.config.attention_probs_dropout_prob if self.training else 0.0,
         )
-        # (B, S, heads, head_dim) -> (B, S, hidden)
-        attn_output = attn_output.reshape(batch_size, seq_len, hidden_size)
+        # (B, Q, heads, head_dim) -> (B, Q, hidden), Q = num_queries or S
+        attn_output = attn_output.reshape(batch_size, query.shape[2], hidden_size)
         return self.o_dropout(self.o_proj(attn_output)), attn_weights
 
 
@@ -237,9 +240,12 @@ class DeiTLayer(GradientCheckpointingLayer):
         self.mlp = DeiTMLP(config)
 
     def forward(
-        self, hidden_states: torch.Tensor, output_attentions: bool = False
+        self, hidden_states: torch.Tensor, output_attentions: bool = False, num_queries: int | None = None
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
-        attn_output, attn_weights = self.attention(self.layernorm_before(hidden_states), output_attentions)
+        """`num_queries`: return only the first `num_queries` tokens' outputs, computing nothing for the others."""
+        attn_output, attn_weights = self.attention(self.layernorm_before(hidden_states), output_attentions, num_queries)
+        if num_queries is not None:
+            hidden_states = hidden_states[:, :num_queries]
         hidden_states = hidden_states + drop_path(attn_output, self.drop_path_rate, self.training)
         mlp_output = self.mlp(self.layernorm_after(hidden_states))
         hidden_states = hidden_states + drop_path(mlp_output, self.drop_path_rate, self.training)
@@ -258,6 +264,15 @@ class DeiTPreTrainedModel(PreTrainedModel):
     _supports_flash_attn = True
     _supports_flex_attn = True
     _supports_attention_backend = True
+
+    def push_to_hub(self, repo_id: str, **kwargs):
+        """Upload weights, config, code, the image processor and a model card in one commit (hf_deit's
+        `push_model_to_hub`). Loaded as remote code without hf_deit installed, transformers' own upload is used."""
+        try:  # transformers' remote-code import check skips imports inside try blocks
+            from hf_deit.model_card import push_model_to_hub
+        except ImportError:
+            return super().push_to_hub(repo_id, **kwargs)
+        return push_model_to_hub(self, repo_id, **kwargs)
 
     @torch.no_grad()
     def _init_weights(self, module: nn.Module) -> None:
@@ -314,8 +329,14 @@ class DeiTModel(DeiTPreTrainedModel):
         output_hidden_states: bool | None = None,
         output_attentions: bool | None = None,
         return_dict: bool | None = None,
+        prefix_tokens_only: bool = False,
         **kwargs,
     ) -> BaseModelOutputWithPooling | tuple:
+        """`prefix_tokens_only=True`: `last_hidden_state` (and the last entry of `hidden_states`/`attentions`) covers
+        only the cls (+ distillation) tokens. The last block then computes queries, projection and MLP for those
+        tokens alone (keys and values still come from every token): the same numbers up to fp32 rounding (smaller
+        matmuls block differently, ~1e-7), and a 12-block model does about 7% less work. `DeiTForImageClassification`
+        uses it, since its heads read nothing else."""
         output_hidden_states = output_hidden_states or self.config.output_hidden_states
         output_attentions = output_attentions or self.config.output_attentions
         return_dict = return_dict if return_dict is not None else self.config.return_dict
@@ -325,8 +346,10 @@ class DeiTModel(DeiTPreTrainedModel):
         hidden_states = self.embeddings(pixel_values, interpolate_pos_encoding=bool(interpolate_pos_encoding))
         all_hidden_states = (hidden_states,) if output_hidden_states else None
         all_attentions = () if output_attentions else None
-        for layer in self.layers:
-            hidden_states, attn_weights = layer(hidden_states, output_attentions)
+        last_layer = len(self.layers) - 1
+        for i, layer in enumerate(self.layers):
+            num_queries = self.embeddings.num_prefix_tokens if prefix_tokens_only and i == last_layer else None
+            hidden_states, attn_weights = layer(hidden_states, output_attentions, num_queries=num_queries)
             if output_hidden_states:
                 all_hidden_states += (hidden_states,)
             if output_attentions:
@@ -403,12 +426,17 @@ class DeiTForImageClassification(DeiTPreTrainedModel):
         *with* a teacher goes through `hf_deit.DistillationTrainer`, whose loss replaces this one.
         """
         return_dict = return_dict if return_dict is not None else self.config.return_dict
+        output_hidden_states = output_hidden_states or self.config.output_hidden_states
+        output_attentions = output_attentions or self.config.output_attentions
         outputs = self.deit(
             pixel_values,
             interpolate_pos_encoding=interpolate_pos_encoding,
             output_hidden_states=output_hidden_states,
             output_attentions=output_attentions,
             return_dict=True,
+            # The heads read only the prefix tokens: skip the last block's work on the patch tokens unless the caller
+            # asked for every token's states (measured in benchmarks/bench_model.py, docs/benchmarks.md).
+            prefix_tokens_only=not (output_hidden_states or output_attentions),
         )
         sequence_output = self.classifier_dropout(outputs.last_hidden_state)
         cls_logits = self.cls_classifier(sequence_output[:, 0])

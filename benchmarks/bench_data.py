@@ -1,0 +1,116 @@
+"""Decoded + augmented training images per second per DataLoader worker: hf_deit.data vs a plain baseline.
+
+    .venv/bin/python benchmarks/bench_data.py                       # ../shared/data/imagenet-sample, 1 and 2 workers
+    .venv/bin/python benchmarks/bench_data.py --num-images 200 --workers 1 --repeats 3
+
+Baseline: torchvision `ImageFolder` + timm `create_transform` with the same DeiT training recipe (RRC bicubic, flip,
+RandAugment rand-m9-mstd0.5-inc1, random erasing 0.25 pixel) and torch's default collate.
+Ours: `build_datasets` on the same folder and images (map-style: datasets Arrow table of paths, `Image(decode=False)`,
+our robust decoder, the same timm transform) and `DeiTCollator` without mixing (mixing is not part of the baseline),
+plus the streaming path from `hf-deit shard` parquet shards (one shard per worker).
+Variants run interleaved, `--repeats` full passes each; the medians and the ratio ours / baseline are printed.
+The one-time work (datasets' Arrow table, the image validation scan, sharding) is done before timing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+
+import datasets  # noqa: E402
+import torch  # noqa: E402
+from timm.data import create_transform  # noqa: E402
+from torchvision.datasets import ImageFolder  # noqa: E402
+
+from hf_deit.data import (  # noqa: E402
+    DataArguments,
+    DeiTCollator,
+    build_datasets,
+    fix_timm_posterize,
+    shard_dataset,
+)
+
+DEFAULT_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "imagenet-sample"
+
+
+def baseline_dataset(root: Path, num_images: int, image_size: int) -> torch.utils.data.Dataset:
+    transform = create_transform(
+        image_size, is_training=True, auto_augment="rand-m9-mstd0.5-inc1", interpolation="bicubic",
+        color_jitter=0.3, re_prob=0.25, re_mode="pixel",
+    )
+    fix_timm_posterize(transform)  # else Pillow 13 raises now and then on timm's 0-bit posterize (see transforms.py)
+    folder = ImageFolder(str(root / "val"), transform=transform)
+    return torch.utils.data.Subset(folder, range(num_images))  # same first N files as max_train_samples
+
+
+def ours_args(source: Path, num_images: int, image_size: int, streaming: bool, cache_dir: str) -> DataArguments:
+    return DataArguments(
+        dataset_name=str(source), train_split="validation", streaming=streaming, max_train_samples=num_images,
+        image_size=image_size, repeated_aug=1, shuffle_buffer_size=64, data_cache_dir=cache_dir,
+    )
+
+
+def images_per_second(dataset, workers: int, batch_size: int, collate_fn=None) -> float:
+    loader = torch.utils.data.DataLoader(dataset, batch_size=batch_size, num_workers=workers, collate_fn=collate_fn)
+    start, count = time.perf_counter(), 0
+    for batch in loader:
+        count += len(batch["pixel_values"] if isinstance(batch, dict) else batch[0])
+    return count / (time.perf_counter() - start)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--data", type=Path, default=DEFAULT_DATA, help="ImageNet-layout folder with val/<wnid>/")
+    parser.add_argument("--num-images", type=int, default=400)
+    parser.add_argument("--image-size", type=int, default=224)
+    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--workers", type=int, nargs="+", default=[1, 2])
+    parser.add_argument("--repeats", type=int, default=3)
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.WARNING)
+    datasets.disable_progress_bars()
+    # datasets sleeps 5 s when a parquet stream ends (a guard for pyarrow issue 45214 at interpreter exit): once
+    # per epoch in training, but it would dominate these short passes.
+    datasets.config.SLEEP_TIME_ON_THREADS_SHUTDOWN = 0
+    torch.set_num_threads(1)
+
+    with tempfile.TemporaryDirectory() as tmp:
+        shards = Path(tmp) / "shards"
+        subset = Path(tmp) / "subset" / "validation"  # the same N files, for sharding
+        for path, _ in ImageFolder(str(args.data / "val")).samples[: args.num_images]:
+            target = subset / Path(path).parent.name / Path(path).name
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.symlink_to(path)
+        shard_dataset(subset.parent, shards, num_shards=max(args.workers), class_index_file=args.data / "classes.tsv")
+        variants = {
+            "baseline (ImageFolder)": (baseline_dataset(args.data, args.num_images, args.image_size), None),
+            "ours, map-style folder": (build_datasets(ours_args(args.data, args.num_images, args.image_size, False, tmp),
+                                                      do_eval=False).train_dataset, DeiTCollator(1000)),
+            "ours, streaming parquet": (build_datasets(ours_args(shards, args.num_images, args.image_size, True, tmp),
+                                                       do_eval=False).train_dataset, DeiTCollator(1000)),
+        }
+        print(f"{args.num_images} images from {args.data}, {args.image_size}px DeiT train transform, "
+              f"batch {args.batch_size}, {args.repeats} interleaved passes, torch {torch.__version__}, "
+              f"{os.cpu_count()} CPUs")
+        for workers in args.workers:
+            rates: dict[str, list[float]] = {name: [] for name in variants}
+            for _ in range(args.repeats):
+                for name, (dataset, collate_fn) in variants.items():
+                    rates[name].append(images_per_second(dataset, workers, args.batch_size, collate_fn))
+            base = statistics.median(rates["baseline (ImageFolder)"])
+            for name, values in rates.items():
+                median = statistics.median(values)
+                print(f"workers={workers}  {name:26s} {median:7.1f} img/s  {median / max(workers, 1):7.1f} img/s/worker"
+                      f"  ratio {median / base:4.2f}x  (runs: {', '.join(f'{v:.0f}' for v in values)})")
+
+
+if __name__ == "__main__":
+    main()

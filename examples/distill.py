@@ -1,0 +1,120 @@
+"""Distil a DeiT student from a frozen teacher (Touvron et al. 2021) with hf_deit's DistillationTrainer.
+
+    # CIFAR-10 at 32 px from a teacher made by examples/train_teacher.py (one process, CPU or GPU)
+    python examples/distill.py --dataset_name ../shared/data/cifar10 --eval_split test --image_size 32 \
+        --patch_size 4 --teacher_name_or_path runs/teacher_cifar10 --output_dir runs/deit_tiny_cifar10 \
+        --num_train_epochs 100 --per_device_train_batch_size 128 --eval_strategy epoch --logging_steps 20
+    # the same with 2 DDP processes; on a machine without GPU add `--use_cpu --ddp_backend gloo` (without
+    # --use_cpu, transformers 5.23 silently runs 2 independent single-process trainings instead)
+    accelerate launch --multi_gpu --num_processes 2 examples/distill.py <the same flags>
+    # the paper's recipe on ImageNet-1k (DeiT-B distilled, RegNetY-16GF teacher), 8 GPUs, then publish
+    # (a stream has no length: give --max_steps; the paper's budget is 300 x 1,281,167 samples, RA copies
+    # included as in its sampler, / 1,024 per step = 375,342 steps)
+    accelerate launch --num_processes 8 examples/distill.py --dataset_name ILSVRC/imagenet-1k --streaming \
+        --student_preset deit_base_distilled_patch16_224 --teacher_name_or_path timm/regnety_160.deit_in1k \
+        --per_device_train_batch_size 128 --max_steps 375342 --bf16 --output_dir runs/deit_base_distilled \
+        --push_to_hub --hub_model_id <you>/deit_base_distilled
+
+Flags come from three dataclasses: `ModelArguments` below, `hf_deit.data.DataArguments` (dataset, augmentation,
+Mixup/CutMix, repeated augmentation) and `hf_deit.DeiTTrainingArguments` (transformers' TrainingArguments with
+the paper's defaults + distillation type/alpha/tau, teacher, student preset, EMA). `--help` lists them all.
+The output directory holds model.safetensors, config.json (+ the model code), preprocessor_config.json and a
+model card (README.md + training_curves.png); it loads with AutoModelForImageClassification and `pipeline`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from transformers import HfArgumentParser
+
+from hf_deit import DeiTConfig, DeiTForImageClassification, DeiTTrainingArguments
+from hf_deit.configuration_deit import FUSIONS
+from hf_deit.data import DataArguments, build_datasets
+from hf_deit.trainer import DistillationTrainer, prepare_student
+
+
+@dataclass
+class ModelArguments:
+    """How the student is built. Its architecture is --student_preset (training arguments); these override it."""
+
+    model_name_or_path: str | None = field(
+        default=None,
+        metadata={
+            "help": "Fine-tune this hf_deit checkpoint (folder or Hub id) instead of training --student_preset from "
+            "scratch; heads are re-initialised for a new label set, position embeddings resized to --image_size."
+        },
+    )
+    patch_size: int | None = field(default=None, metadata={"help": "Patch side (e.g. 4 for 32 px CIFAR images)."})
+    hidden_size: int | None = field(default=None, metadata={"help": "Override the preset's width (small runs)."})
+    num_hidden_layers: int | None = field(default=None, metadata={"help": "Override the preset's depth."})
+    num_attention_heads: int | None = field(default=None, metadata={"help": "Override the preset's heads."})
+    fusion: str | None = field(
+        default=None,
+        metadata={"help": "How the two heads combine at inference (default: the preset's, mean).", "choices": FUSIONS},
+    )
+
+    def overrides(self) -> dict:
+        names = ("patch_size", "hidden_size", "num_hidden_layers", "num_attention_heads", "fusion")
+        return {name: getattr(self, name) for name in names if getattr(self, name) is not None}
+
+
+def build_student(model_args: ModelArguments, data_args: DataArguments, args: DeiTTrainingArguments, labels):
+    # transformers v5 does not derive label2id from id2label: give both, so config.label2id["cat"] works.
+    id2label, label2id = dict(enumerate(labels)), {name: i for i, name in enumerate(labels)}
+    # The saved image processor must preprocess like the evaluation transform, so crop_pct comes from the data.
+    common = dict(
+        id2label=id2label, label2id=label2id, drop_path_rate=args.drop_path_rate, crop_pct=data_args.eval_crop_pct
+    )
+    if model_args.model_name_or_path is not None:
+        return prepare_student(
+            model_args.model_name_or_path, image_size=data_args.image_size, **common, **model_args.overrides()
+        )
+    # From scratch: built directly at the training resolution (no resize of freshly initialised embeddings).
+    config = DeiTConfig.from_preset(
+        args.student_preset, image_size=data_args.image_size, **common, **model_args.overrides()
+    )
+    return DeiTForImageClassification(config)
+
+
+def main() -> None:
+    parser = HfArgumentParser((ModelArguments, DataArguments, DeiTTrainingArguments))
+    model_args, data_args, training_args = parser.parse_args_into_dataclasses()
+
+    # Streams are sharded per process here; map-style data is split by the trainer's sampler.
+    train_dataset, eval_dataset, labels = build_datasets(
+        data_args, rank=training_args.process_index, world_size=training_args.world_size, seed=training_args.seed
+    )
+    if data_args.streaming:
+        # Each rank reads its own shards (split above); accelerate must not also dispatch rank 0's batches.
+        training_args.accelerator_config.dispatch_batches = False
+    model = build_student(model_args, data_args, training_args, labels)
+    trainer = DistillationTrainer(
+        model=model,
+        args=training_args,
+        data_args=data_args,  # collators (Mixup/CutMix for training, plain for eval), RA, label smoothing
+        train_dataset=train_dataset,
+        eval_dataset=eval_dataset,
+    )
+
+    train_result = trainer.train(resume_from_checkpoint=training_args.resume_from_checkpoint)
+    trainer.save_model()  # weights + config + model code + image processor
+    trainer.log_metrics("train", train_result.metrics)
+
+    metrics = trainer.evaluate()
+    trainer.log_metrics("eval", metrics)
+    trainer.save_metrics("eval", metrics)
+    trainer.save_state()  # trainer_state.json: the whole log (final evaluation included) the card is drawn from
+    if trainer.is_world_process_zero():
+        print(f"{'head':<14}{'top-1':>8}{'top-5':>8}")
+        for head in ("fused", "cls", "distillation"):
+            if f"eval_{head}_top1" in metrics:
+                print(f"{head:<14}{metrics[f'eval_{head}_top1']:>8.2f}{metrics[f'eval_{head}_top5']:>8.2f}")
+
+    trainer.create_model_card()  # README.md + training_curves.png in output_dir
+    if training_args.push_to_hub:
+        trainer.push_to_hub()
+
+
+if __name__ == "__main__":
+    main()

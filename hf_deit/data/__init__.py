@@ -1,0 +1,66 @@
+"""ImageNet-format data for DeiT on `datasets` + timm: loading, robust decoding, the DeiT augmentation recipe,
+repeated augmentation, rank/worker sharding, and Mixup/CutMix batching. See docs/data.md.
+
+    data_args = DataArguments(dataset_name="../shared/data/imagenet-sample", eval_split="validation")
+    train_dataset, eval_dataset, label_names = build_datasets(data_args)
+    collator = build_collator(data_args, num_classes=len(label_names), train=True)
+"""
+
+from .arguments import DataArguments
+from .collate import DeiTCollator, build_collator
+from .decode import BadImageCounter, BrokenImageError, TooManyBadImagesError, decode_image, to_rgb
+from .loading import (
+    IMAGENET_PARQUET_ID,
+    IMAGENET_WDS_ID,
+    find_class_index_file,
+    load_image_dataset,
+    read_class_index,
+)
+from .pipeline import (
+    DecodeAndTransform,
+    PreparedData,
+    build_datasets,
+    drop_broken_images,
+    prepare_dataset,
+    repeat_aug_sampler,
+    repeat_examples,
+)
+from .shards import shard_dataset
+from .transforms import (
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    build_eval_transform,
+    build_train_transform,
+    draft_size,
+    fix_timm_posterize,
+)
+
+__all__ = [
+    "DataArguments",
+    "DeiTCollator",
+    "build_collator",
+    "BadImageCounter",
+    "BrokenImageError",
+    "TooManyBadImagesError",
+    "decode_image",
+    "to_rgb",
+    "IMAGENET_PARQUET_ID",
+    "IMAGENET_WDS_ID",
+    "find_class_index_file",
+    "load_image_dataset",
+    "read_class_index",
+    "DecodeAndTransform",
+    "PreparedData",
+    "build_datasets",
+    "drop_broken_images",
+    "prepare_dataset",
+    "repeat_aug_sampler",
+    "repeat_examples",
+    "shard_dataset",
+    "IMAGENET_MEAN",
+    "IMAGENET_STD",
+    "build_eval_transform",
+    "build_train_transform",
+    "draft_size",
+    "fix_timm_posterize",
+]

@@ -1,0 +1,156 @@
+"""`DataArguments`: every knob of the data pipeline, with DeiT's defaults, parsed by `transformers.HfArgumentParser`.
+
+Defaults are the paper's recipe (DeiT Table 9 / its `main.py`): RandomResizedCrop (bicubic), flip, RandAugment
+`rand-m9-mstd0.5-inc1`, random erasing 0.25 (pixel mode), Mixup 0.8, CutMix 1.0, switch probability 0.5, label
+smoothing 0.1, repeated augmentation x3. No field name clashes with `transformers.TrainingArguments`, so both
+dataclasses can be parsed together.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from .transforms import INTERPOLATIONS
+
+
+@dataclass
+class DataArguments:
+    # --- where the data comes from
+    dataset_name: str = field(
+        default="ILSVRC/imagenet-1k",
+        metadata={
+            "help": "Hub dataset id (ILSVRC/imagenet-1k: parquet; timm/imagenet-1k-wds: webdataset) or a local path: "
+            "an ImageNet-layout folder (train/<wnid>/*.JPEG, val/<wnid>/*.JPEG), a folder of parquet shards, "
+            "or a folder of webdataset .tar shards (as written by `hf-deit shard`)."
+        },
+    )
+    dataset_config_name: str | None = field(default=None, metadata={"help": "Hub dataset configuration name."})
+    train_split: str = field(default="train", metadata={"help": "Split to train on."})
+    eval_split: str = field(default="validation", metadata={"help": "Split to evaluate on (a folder's val/ is 'validation')."})
+    streaming: bool = field(
+        default=False,
+        metadata={"help": "Stream the data (datasets.IterableDataset) instead of preparing an Arrow copy first."},
+    )
+    class_index_file: str | None = field(
+        default=None,
+        metadata={
+            "help": "File giving the class order (classes.tsv with index/wnid columns, LOC_synset_mapping.txt, or one "
+            "name per line). Default: a classes.tsv / LOC_synset_mapping.txt found in the dataset folder, else the "
+            "dataset's own ClassLabel, else sorted folder names."
+        },
+    )
+    image_column: str | None = field(
+        default=None, metadata={"help": "Image column (default: 'image', or jpg/jpeg/png/webp for webdataset)."}
+    )
+    label_column: str | None = field(default=None, metadata={"help": "Label column (default: 'label', or 'cls')."})
+    data_cache_dir: str | None = field(default=None, metadata={"help": "datasets cache directory."})
+    max_train_samples: int | None = field(default=None, metadata={"help": "Keep only the first N training examples."})
+    max_eval_samples: int | None = field(default=None, metadata={"help": "Keep only the first N evaluation examples."})
+    # --- augmentation (timm create_transform)
+    image_size: int = field(default=224, metadata={"help": "Training and evaluation resolution (square)."})
+    interpolation: str = field(default="bicubic", metadata={"help": f"Resize interpolation: one of {INTERPOLATIONS}."})
+    train_crop_scale: list[float] = field(
+        default_factory=lambda: [0.08, 1.0], metadata={"help": "RandomResizedCrop area range (two numbers)."}
+    )
+    small_image_padding: int | None = field(
+        default=None,
+        metadata={
+            "help": "For image_size <= 32 (CIFAR-like), training uses a reflect-padded random crop with this padding "
+            "instead of RandomResizedCrop (default image_size // 8, i.e. 4 px at 32 px)."
+        },
+    )
+    hflip: float = field(default=0.5, metadata={"help": "Horizontal flip probability."})
+    auto_augment: str | None = field(
+        default="rand-m9-mstd0.5-inc1",
+        metadata={"help": "timm auto-augment policy string ('none' or empty disables)."},
+    )
+    color_jitter: float = field(
+        default=0.3,
+        metadata={
+            "help": "Colour jitter strength. As in the paper's code (timm), it is NOT applied while RandAugment is on "
+            "unless --force_color_jitter."
+        },
+    )
+    force_color_jitter: bool = field(default=False, metadata={"help": "Apply colour jitter on top of RandAugment."})
+    reprob: float = field(default=0.25, metadata={"help": "Random erasing probability."})
+    remode: str = field(default="pixel", metadata={"help": "Random erasing fill: 'pixel', 'rand' or 'const'."})
+    recount: int = field(default=1, metadata={"help": "Random erasing count."})
+    eval_crop_pct: float | None = field(
+        default=None,
+        metadata={"help": "Eval resize = image_size / eval_crop_pct then center crop. Default 0.875, or 1.0 at <= 32 px."},
+    )
+    jpeg_draft: bool = field(
+        default=False,
+        metadata={
+            "help": "Let libjpeg decode large JPEGs at 1/2-1/8 scale when the result still has >= the pixels the "
+            "transform keeps (eval: the resize target; training: the smallest RandomResizedCrop side)."
+        },
+    )
+    # --- batch mixing (timm Mixup) and label smoothing
+    mixup: float = field(default=0.8, metadata={"help": "Mixup alpha (0 disables)."})
+    cutmix: float = field(default=1.0, metadata={"help": "CutMix alpha (0 disables)."})
+    mixup_prob: float = field(default=1.0, metadata={"help": "Probability of mixing a batch."})
+    mixup_switch_prob: float = field(default=0.5, metadata={"help": "Probability of CutMix instead of Mixup when both are on."})
+    mixup_mode: str = field(default="batch", metadata={"help": "Mixup granularity: 'batch', 'pair' or 'elem'."})
+    label_smoothing: float = field(default=0.1, metadata={"help": "Label smoothing folded into the soft targets."})
+    # --- sampling
+    repeated_aug: int = field(
+        default=3,
+        metadata={
+            "help": "Repeated augmentation factor (1 = off). Each image is used this many times per epoch with "
+            "independent augmentations (map-style: timm RepeatAugSampler; streaming: repeated before the shuffle "
+            "buffer). An epoch is therefore repeated_aug x the dataset."
+        },
+    )
+    shuffle_buffer_size: int = field(
+        default=10_000, metadata={"help": "Streaming shuffle buffer (examples, held undecoded, per worker)."}
+    )
+    validate_images: bool = field(
+        default=True,
+        metadata={
+            "help": "Map-style only: decode every image once before training (JPEGs at 1/8 scale; cached by datasets) "
+            "and drop the broken ones, so that batches never shrink. Streams skip broken images as they come."
+        },
+    )
+    preprocessing_num_workers: int | None = field(
+        default=None, metadata={"help": "Processes for the validation scan (datasets.map num_proc)."}
+    )
+    max_bad_fraction: float = field(
+        default=0.01,
+        metadata={"help": "Stop with an error when more than this fraction of images is broken (broken ones are skipped)."},
+    )
+
+    def __post_init__(self) -> None:
+        if self.auto_augment in ("", "none", "None"):
+            self.auto_augment = None
+        self.train_crop_scale = [float(s) for s in self.train_crop_scale]
+        if not (len(self.train_crop_scale) == 2 and 0 < self.train_crop_scale[0] <= self.train_crop_scale[1] <= 1):
+            raise ValueError(f"train_crop_scale must be (low, high) with 0 < low <= high <= 1, got {self.train_crop_scale}")
+        if self.image_size < 8:
+            raise ValueError(f"image_size must be >= 8, got {self.image_size}")
+        if self.interpolation not in INTERPOLATIONS:
+            raise ValueError(f"interpolation must be one of {INTERPOLATIONS}, got {self.interpolation!r}")
+        if self.remode not in ("pixel", "rand", "const"):
+            raise ValueError(f"remode must be 'pixel', 'rand' or 'const', got {self.remode!r}")
+        if self.mixup_mode not in ("batch", "pair", "elem"):
+            raise ValueError(f"mixup_mode must be 'batch', 'pair' or 'elem', got {self.mixup_mode!r}")
+        for name in ("hflip", "reprob", "mixup_prob", "mixup_switch_prob", "max_bad_fraction"):
+            if not 0.0 <= getattr(self, name) <= 1.0:
+                raise ValueError(f"{name} must be in [0, 1], got {getattr(self, name)}")
+        if not 0.0 <= self.label_smoothing < 1.0:
+            raise ValueError(f"label_smoothing must be in [0, 1), got {self.label_smoothing}")
+        if self.mixup < 0 or self.cutmix < 0:
+            raise ValueError("mixup and cutmix alphas must be >= 0")
+        if self.repeated_aug < 1:
+            raise ValueError(f"repeated_aug must be >= 1 (1 = off), got {self.repeated_aug}")
+        if self.eval_crop_pct is None:
+            self.eval_crop_pct = 1.0 if self.image_size <= 32 else 0.875
+        if not 0 < self.eval_crop_pct <= 1:
+            raise ValueError(f"eval_crop_pct must be in (0, 1], got {self.eval_crop_pct}")
+        if self.shuffle_buffer_size < 1:
+            raise ValueError("shuffle_buffer_size must be >= 1")
+
+    @property
+    def mixing_enabled(self) -> bool:
+        """Whether training batches get Mixup/CutMix."""
+        return self.mixup_prob > 0 and (self.mixup > 0 or self.cutmix > 0)

@@ -1,0 +1,90 @@
+"""Batching: stack pixel tensors, drop broken examples, and make Mixup/CutMix/label-smoothing soft targets.
+
+Training batches (DeiT's recipe): timm's `Mixup` (Mixup alpha 0.8, CutMix alpha 1.0, switch probability 0.5,
+label smoothing 0.1) gives `labels` as soft targets, FloatTensor [B, num_classes] whose rows sum to 1. With both
+alphas 0 but smoothing on, the targets are the label-smoothed one-hot rows (timm's convention: smoothing/C on
+every class, 1 - smoothing + smoothing/C on the true one). Evaluation batches keep integer labels.
+
+timm's Mixup needs an even batch (it pairs each image with the batch flipped): an odd batch (the last one, or one
+that lost a broken image) mixes its even part and gives the leftover image its smoothed one-hot target.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import torch
+from timm.data import Mixup
+from timm.data.mixup import mixup_target
+
+if TYPE_CHECKING:
+    from .arguments import DataArguments
+
+
+class DeiTCollator:
+    """`examples` ({"pixel_values": Tensor[3,H,W] or None, "labels": int, ...}) -> {"pixel_values", "labels"}.
+
+    Examples whose `pixel_values` is None (a broken image, already counted by the decoder) are dropped.
+    Other keys (e.g. a dataset's key column) are ignored.
+    """
+
+    def __init__(
+        self,
+        num_classes: int,
+        *,
+        mixup_alpha: float = 0.0,
+        cutmix_alpha: float = 0.0,
+        mixup_prob: float = 1.0,
+        switch_prob: float = 0.5,
+        mode: str = "batch",
+        label_smoothing: float = 0.0,
+    ) -> None:
+        self.num_classes = num_classes
+        self.label_smoothing = label_smoothing
+        self.mixup: Mixup | None = None
+        if mixup_prob > 0 and (mixup_alpha > 0 or cutmix_alpha > 0):
+            self.mixup = Mixup(
+                mixup_alpha=mixup_alpha,
+                cutmix_alpha=cutmix_alpha,
+                prob=mixup_prob,
+                switch_prob=switch_prob,
+                mode=mode,
+                label_smoothing=label_smoothing,
+                num_classes=num_classes,
+            )
+        self.soft_targets = self.mixup is not None or label_smoothing > 0
+
+    def _smoothed_one_hot(self, labels: torch.Tensor) -> torch.Tensor:
+        return mixup_target(labels, self.num_classes, lam=1.0, smoothing=self.label_smoothing)
+
+    def __call__(self, examples: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
+        kept = [example for example in examples if example["pixel_values"] is not None]
+        if not kept:
+            raise RuntimeError(
+                f"every image in a batch of {len(examples)} was broken; see the 'skipped broken image' warnings"
+            )
+        pixel_values = torch.stack([example["pixel_values"] for example in kept])
+        labels = torch.tensor([int(example["labels"]) for example in kept], dtype=torch.long)
+        if not self.soft_targets:
+            return {"pixel_values": pixel_values, "labels": labels}
+        targets = self._smoothed_one_hot(labels)
+        even = len(kept) - len(kept) % 2
+        if self.mixup is not None and even >= 2:
+            # Mixup mixes its input in place; pixel_values[:even] is a view, so the batch tensor is updated.
+            _, targets[:even] = self.mixup(pixel_values[:even], labels[:even])
+        return {"pixel_values": pixel_values, "labels": targets}
+
+
+def build_collator(data_args: DataArguments, num_classes: int, train: bool) -> DeiTCollator:
+    """The training collator (Mixup/CutMix/smoothing from `data_args`) or the evaluation one (integer labels)."""
+    if not train:
+        return DeiTCollator(num_classes)
+    return DeiTCollator(
+        num_classes,
+        mixup_alpha=data_args.mixup,
+        cutmix_alpha=data_args.cutmix,
+        mixup_prob=data_args.mixup_prob,
+        switch_prob=data_args.mixup_switch_prob,
+        mode=data_args.mixup_mode,
+        label_smoothing=data_args.label_smoothing,
+    )

@@ -1,0 +1,193 @@
+"""Loading any ImageNet-format source as a `datasets` dataset of `image` (undecoded) + `label` (ClassLabel).
+
+Sources: a Hub id (`ILSVRC/imagenet-1k` parquet, `timm/imagenet-1k-wds` webdataset), or a local folder that holds
+an ImageNet layout (`train/<wnid>/*.JPEG`, `val/<wnid>/*.JPEG`), parquet shards, or webdataset `.tar` shards.
+Label ids follow a class-index file when there is one (given, or `classes.tsv` / `LOC_synset_mapping.txt` in the
+folder), so that they agree with every ImageNet-1k checkpoint even when a folder holds only some classes.
+The image column is cast to `Image(decode=False)`: decoding happens once, in `decode.decode_image`, where a
+broken file can be skipped instead of crashing the DataLoader.
+"""
+
+from __future__ import annotations
+
+import csv
+import logging
+import re
+from pathlib import Path
+from typing import Union
+
+from datasets import (
+    ClassLabel,
+    Dataset,
+    DatasetDict,
+    Image,
+    IterableDataset,
+    IterableDatasetDict,
+    load_dataset,
+)
+
+logger = logging.getLogger(__name__)
+
+AnyDataset = Union[Dataset, IterableDataset]
+AnyDatasetOrDict = Union[Dataset, IterableDataset, DatasetDict, IterableDatasetDict]
+
+IMAGENET_PARQUET_ID = "ILSVRC/imagenet-1k"  # parquet on the Hub, splits train / validation / test
+IMAGENET_WDS_ID = "timm/imagenet-1k-wds"  # webdataset tars on the Hub, columns jpg / cls
+CLASS_INDEX_FILENAMES = ("classes.tsv", "LOC_synset_mapping.txt", "classes.txt")
+IMAGE_COLUMNS = ("image", "img", "jpg", "jpeg", "png", "webp")
+LABEL_COLUMNS = ("label", "labels", "cls", "class")
+SPLIT_ALIASES = {"train": "train", "training": "train", "val": "validation", "valid": "validation",
+                 "validation": "validation", "test": "test"}
+
+
+def read_class_index(path: str | Path) -> list[str]:
+    """Class names in label-id order from `classes.tsv` (columns index, wnid[, name]), `LOC_synset_mapping.txt`
+    ("n01440764 tench, Tinca tinca" per line) or a plain file with one name per line."""
+    path = Path(path)
+    lines = [line for line in path.read_text().splitlines() if line.strip()]
+    if path.suffix == ".tsv" or "\t" in lines[0]:
+        rows = list(csv.DictReader(lines, delimiter="\t"))
+        if rows and "wnid" in rows[0]:
+            rows.sort(key=lambda row: int(row.get("index", 0)))
+            if "index" in rows[0] and [int(r["index"]) for r in rows] != list(range(len(rows))):
+                raise ValueError(f"{path}: the index column must be 0..N-1")
+            return [row["wnid"] for row in rows]
+    # LOC_synset_mapping.txt and plain lists: the first whitespace-separated token, in file order.
+    return [line.split()[0] for line in lines]
+
+
+def find_class_index_file(name_or_path: str) -> Path | None:
+    """A class-index file lying in a local dataset folder, if any."""
+    folder = Path(name_or_path)
+    for name in CLASS_INDEX_FILENAMES if folder.is_dir() else ():
+        if (folder / name).is_file():
+            return folder / name
+    return None
+
+
+def _split_of(relative_path: Path) -> str:
+    """The split a shard belongs to, from a directory name or a file-name prefix (`train-00000-of-00004.tar`)."""
+    for part in relative_path.parts:
+        token = re.split(r"[-_.]", part.lower())[0]
+        if token in SPLIT_ALIASES:
+            return SPLIT_ALIASES[token]
+    return "train"
+
+
+def _local_data_files(folder: Path, extension: str) -> dict[str, list[str]]:
+    files: dict[str, list[str]] = {}
+    for path in sorted(folder.rglob(f"*.{extension}")):
+        files.setdefault(_split_of(path.relative_to(folder)), []).append(str(path))
+    return files
+
+
+def _load_raw(name_or_path: str, config_name: str | None, split: str | None, streaming: bool,
+              cache_dir: str | None) -> AnyDatasetOrDict:
+    """`load_dataset` on the right builder. Local folders are typed by their files (parquet, tar, else images) rather
+    than by datasets' extension vote, which a lone classes.tsv next to one shard could swing."""
+    folder = Path(name_or_path)
+    kwargs = dict(split=split, streaming=streaming, cache_dir=cache_dir)
+    if not folder.is_dir():
+        return load_dataset(name_or_path, config_name, **kwargs)
+    for builder, extension in (("parquet", "parquet"), ("webdataset", "tar")):
+        data_files = _local_data_files(folder, extension)
+        if data_files:
+            return load_dataset(builder, data_files=data_files, **kwargs)
+    return load_dataset("imagefolder", data_dir=str(folder), **kwargs)
+
+
+def _pick_column(columns: list[str], wanted: str | None, candidates: tuple[str, ...], what: str) -> str:
+    if wanted is not None:
+        if wanted not in columns:
+            raise ValueError(f"{what} column {wanted!r} not found; columns are {columns}")
+        return wanted
+    for name in candidates:
+        if name in columns:
+            return name
+    raise ValueError(f"no {what} column among {columns}; pass image_column / label_column")
+
+
+def _default_class_names(name_or_path: str, dataset: AnyDataset) -> list[str]:
+    """Names for integer labels without a ClassLabel (webdataset `cls`)."""
+    if "imagenet-1k" in name_or_path.lower() or "imagenet1k" in name_or_path.lower():
+        from timm.data import ImageNetInfo  # ships the 1000 wnids in the standard order, offline
+
+        return list(ImageNetInfo("imagenet-1k").label_names())
+    if isinstance(dataset, Dataset):
+        return [str(i) for i in range(max(dataset["label"]) + 1)]
+    raise ValueError(
+        f"{name_or_path}: labels are plain integers and the stream cannot be scanned for the class count; "
+        "pass class_index_file (one class name per line, in label-id order)"
+    )
+
+
+def _remap_labels(dataset: AnyDataset, old_names: list[str], new_names: list[str]) -> AnyDataset:
+    """Re-number labels from `old_names` order to `new_names` order (for a folder holding a subset of classes)."""
+    position = {name: index for index, name in enumerate(new_names)}
+    missing = [name for name in old_names if name not in position]
+    if missing:
+        raise ValueError(f"classes {missing[:5]} are not in the class-index file")
+    old_to_new = [position[name] for name in old_names]
+    features = dataset.features.copy()
+    features["label"] = ClassLabel(names=new_names)
+
+    def remap(batch: dict) -> dict:
+        return {"label": [old_to_new[label] for label in batch["label"]]}
+
+    return dataset.map(remap, batched=True, features=features)
+
+
+def _standardize(dataset: AnyDataset, name_or_path: str, class_names: list[str] | None,
+                 image_column: str | None, label_column: str | None) -> AnyDataset:
+    """Rename to image/label, stop datasets from decoding images, and give labels their ClassLabel names."""
+    columns = list(dataset.column_names or dataset.features)
+    image = _pick_column(columns, image_column, IMAGE_COLUMNS, "image")
+    label = _pick_column(columns, label_column, LABEL_COLUMNS, "label")
+    # Cast first: on a stream, every later step (rename and remove are maps too) decodes with the features it
+    # was created with, so a decoding Image feature there would open every file and crash on a broken one.
+    dataset = dataset.cast_column(image, Image(decode=False))
+    if "__url__" in columns:
+        dataset = dataset.remove_columns("__url__")
+    renames = {old: new for old, new in ((image, "image"), (label, "label")) if old != new}
+    if renames:
+        dataset = dataset.rename_columns(renames)
+    current = dataset.features["label"]
+    current_names = current.names if isinstance(current, ClassLabel) else None
+    if class_names is None:
+        if current_names is not None:
+            return dataset
+        class_names = _default_class_names(name_or_path, dataset)
+    elif current_names is not None and current_names != class_names:
+        if set(current_names) <= set(class_names):
+            return _remap_labels(dataset, current_names, class_names)
+        if len(current_names) != len(class_names):
+            raise ValueError(f"the dataset has {len(current_names)} classes, the class-index file {len(class_names)}")
+        logger.warning("class names differ from the class-index file; keeping ids, using the file's names")
+    return dataset.cast_column("label", ClassLabel(names=class_names))
+
+
+def load_image_dataset(
+    name_or_path: str = IMAGENET_PARQUET_ID,
+    split: str | None = None,
+    *,
+    streaming: bool = False,
+    config_name: str | None = None,
+    class_index_file: str | Path | None = None,
+    image_column: str | None = None,
+    label_column: str | None = None,
+    cache_dir: str | None = None,
+) -> AnyDatasetOrDict:
+    """Load a Hub id or local folder/shards as `image` (`Image(decode=False)`) + `label` (`ClassLabel`) columns.
+
+    Other columns (e.g. webdataset's `__key__`) are kept. `split=None` returns a (Iterable)DatasetDict; a folder's
+    `val/` is the `validation` split. Class order: `class_index_file`, else a classes.tsv / LOC_synset_mapping.txt
+    inside the folder, else the source's ClassLabel (sorted folder names for image folders).
+    """
+    index_file = class_index_file or find_class_index_file(name_or_path)
+    class_names = read_class_index(index_file) if index_file else None
+    raw = _load_raw(name_or_path, config_name, split, streaming, cache_dir)
+    if isinstance(raw, (DatasetDict, IterableDatasetDict)):
+        return type(raw)({
+            name: _standardize(part, name_or_path, class_names, image_column, label_column) for name, part in raw.items()
+        })
+    return _standardize(raw, name_or_path, class_names, image_column, label_column)

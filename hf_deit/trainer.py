@@ -1,0 +1,451 @@
+"""DistillationTrainer: transformers' Trainer for DeiT. It routes; `DistillationLoss` computes.
+
+    trainer = DistillationTrainer(model=prepare_student("deit_tiny_distilled_patch16_224", num_labels=10),
+                                  args=DeiTTrainingArguments(output_dir="out", teacher_name_or_path="resnet50"),
+                                  data_args=data_args, train_dataset=train, eval_dataset=val)
+    trainer.train(); trainer.evaluate()   # -> eval_loss, eval_{fused,cls,distillation}_top{1,5}
+
+What it adds to the Trainer, each in one method below:
+  * compute_loss: student forward, frozen teacher forward (same batch, own normalisation, training autocast),
+    DistillationLoss; NaN/inf stops the run naming the step and the parts; parts are logged (`log`).
+  * the teacher (`self.teacher`) is held outside the model: never DDP-wrapped, saved or optimised.
+  * optimizer groups: no weight decay on norms, biases, position embeddings and tokens; warmup in epochs.
+  * repeated augmentation (timm RepeatAugSampler) for map-style data; separate eval collator (no Mixup).
+  * per-head top-1/top-5 evaluation, optional EMA weights (timm ModelEmaV3) evaluated alongside.
+  * exact resume for streaming data past the first pass (the Trainer alone restarts the stream).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
+from torch import nn
+from transformers import Trainer, TrainerCallback
+from transformers.optimization import get_scheduler
+from transformers.trainer_utils import has_length
+
+from .configuration_deit import PRESETS, DeiTConfig
+from .image_processing import image_processor_for
+from .losses import DistillationLoss, soft_target_cross_entropy
+from .metrics import compute_topk_metrics, topk_predictions
+from .modeling_deit import DeiTForImageClassification
+from .teacher import FrozenTeacher, load_teacher
+from .training_args import DeiTTrainingArguments
+
+logger = logging.getLogger(__name__)
+
+# Parameters without weight decay besides norms and biases (ndim <= 1), as in the paper's code and timm.
+NO_WEIGHT_DECAY = ("position_embeddings", "cls_token", "distillation_token")
+STREAM_STATE_NAME = "stream_state.json"  # written next to each checkpoint for streaming datasets
+EMA_WEIGHTS_NAME = "model_ema.safetensors"
+
+
+def prepare_student(
+    name_or_path: str = "deit_tiny_distilled_patch16_224",
+    *,
+    num_labels: int | None = None,
+    id2label: dict[int, str] | None = None,
+    image_size: int | None = None,
+    drop_path_rate: float = 0.1,
+    **config_overrides: Any,
+) -> DeiTForImageClassification:
+    """The student: a fresh model from a DeiT preset, or a checkpoint (hf_deit directory or Hub id) to fine-tune.
+
+    `num_labels`/`id2label`: the label set; a checkpoint trained on another one gets freshly initialised heads.
+    `image_size`: fine-tune at a new resolution (e.g. 224 -> 384 as the paper); the position embeddings are
+        resized bicubically once here, like timm's `resample_abs_pos_embed`.
+    `drop_path_rate`: stochastic depth of the student (the paper: 0.1; fine-tuning at 384 also uses 0.1).
+    """
+    labels = {"id2label": id2label} if id2label is not None else {}
+    if num_labels is not None and not labels:
+        labels = {"num_labels": num_labels}
+    if name_or_path in PRESETS:
+        config = DeiTConfig.from_preset(name_or_path, drop_path_rate=drop_path_rate, **labels, **config_overrides)
+        model = DeiTForImageClassification(config)
+    else:
+        model = DeiTForImageClassification.from_pretrained(
+            name_or_path, drop_path_rate=drop_path_rate, ignore_mismatched_sizes=bool(labels), **labels, **config_overrides
+        )
+    if image_size is not None and image_size != model.config.image_size:
+        model.resize_position_embeddings(image_size)
+    return model
+
+
+def _build_mixup(data_args: Any, num_labels: int):
+    """timm's Mixup from the data arguments, or None when neither Mixup nor CutMix is on."""
+    if not data_args.mixing_enabled:
+        return None
+    from timm.data import Mixup
+
+    return Mixup(
+        mixup_alpha=data_args.mixup,
+        cutmix_alpha=data_args.cutmix,
+        prob=data_args.mixup_prob,
+        switch_prob=data_args.mixup_switch_prob,
+        mode=data_args.mixup_mode,
+        label_smoothing=data_args.label_smoothing,
+        num_classes=num_labels,
+    )
+
+
+class _EmaCallback(TrainerCallback):
+    """Updates the EMA weights after every optimizer step (timm's ModelEmaV3, step-aware)."""
+
+    def __init__(self, trainer: DistillationTrainer) -> None:
+        self.trainer = trainer
+
+    def on_step_end(self, args, state, control, **kwargs):
+        self.trainer.model_ema.update(self.trainer.model, step=state.global_step)
+
+
+class DistillationTrainer(Trainer):
+    """`transformers.Trainer` that distils a DeiT student from a frozen teacher (Touvron et al. 2021).
+
+    Args (besides the Trainer's):
+        teacher: None (load `args.teacher_name_or_path`), an `nn.Module`, or a `FrozenTeacher` from `load_teacher`.
+            Unused with `args.distillation_type == "none"`.
+        data_args: `hf_deit.data.DataArguments`; gives label smoothing, repeated augmentation and, unless
+            collators are passed, the train (Mixup/CutMix) and eval collators.
+        eval_data_collator: collator for evaluation/prediction (default: the training one when no data_args).
+
+    `processing_class` defaults to the student's image processor (so saved directories work with `pipeline`),
+    `compute_metrics` to per-head top-1/top-5 and `preprocess_logits_for_metrics` to a per-batch top-5 reduction.
+    """
+
+    def __init__(
+        self,
+        model: nn.Module | None = None,
+        args: DeiTTrainingArguments | None = None,
+        teacher: nn.Module | str | None = None,
+        data_args: Any = None,
+        data_collator: Any = None,
+        eval_data_collator: Any = None,
+        processing_class: Any = None,
+        compute_metrics: Any = None,
+        preprocess_logits_for_metrics: Any = None,
+        **kwargs: Any,
+    ) -> None:
+        if args is None:
+            args = DeiTTrainingArguments(output_dir="tmp_trainer")
+        if not isinstance(args, DeiTTrainingArguments):
+            raise TypeError(
+                f"DistillationTrainer needs DeiTTrainingArguments, got {type(args).__name__}: build the arguments with "
+                "hf_deit.DeiTTrainingArguments (it adds the distillation fields and DeiT's defaults)."
+            )
+        if model is None:
+            raise ValueError("DistillationTrainer needs a model: e.g. prepare_student(args.student_preset, num_labels=...).")
+        num_labels = model.config.num_labels
+        mixup = None
+        if data_args is not None:
+            from .data import build_collator
+
+            # Batches are stacked with integer labels and mixed on the device in compute_loss (see _mix); a
+            # collator that already gives soft labels (batch, classes) is left alone.
+            data_collator = data_collator or build_collator(data_args, num_classes=num_labels, train=False)
+            mixup = _build_mixup(data_args, num_labels)
+            eval_data_collator = eval_data_collator or build_collator(data_args, num_classes=num_labels, train=False)
+        if processing_class is None and isinstance(model.config, DeiTConfig):
+            processing_class = image_processor_for(model.config)
+        if compute_metrics is None:
+            compute_metrics = compute_topk_metrics
+            preprocess_logits_for_metrics = preprocess_logits_for_metrics or topk_predictions
+        super().__init__(
+            model=model,
+            args=args,
+            data_collator=data_collator,
+            processing_class=processing_class,
+            compute_metrics=compute_metrics,
+            preprocess_logits_for_metrics=preprocess_logits_for_metrics,
+            **kwargs,
+        )
+        # The model's forward takes **kwargs, which would make the Trainer believe our loss is already normalised
+        # over the accumulated batch; it is a per-batch mean, so the Trainer must divide it by the accumulation steps.
+        self.model_accepts_loss_kwargs = False
+        self.loss_is_scaled_for_ga = False
+        self.data_args = data_args
+        self.eval_data_collator = eval_data_collator
+        self.mixup = mixup
+        self.loss_fn = DistillationLoss(
+            args.distillation_type, args.distillation_alpha, args.distillation_tau, self._label_smoothing()
+        )
+        self.teacher = self._resolve_teacher(teacher)
+        self.model_ema = None
+        if args.use_model_ema:
+            from timm.utils import ModelEmaV3
+
+            self.model_ema = ModelEmaV3(self.model, decay=args.model_ema_decay)
+            self.add_callback(_EmaCallback(self))
+        self._loss_sums: dict[str, torch.Tensor] = {}
+        self._loss_batches = 0
+        self._epoch = 0  # the Trainer's epoch (= pass over a stream) and batches consumed in it, for resume
+        self._batches_in_epoch = 0
+        self._steps_per_epoch: int | None = None
+
+    # --- set-up -----------------------------------------------------------------------------------------------
+    def _label_smoothing(self) -> float:
+        """Smoothing for integer labels: the data arguments own it; TrainingArguments' factor when there are none."""
+        factor = self.args.label_smoothing_factor
+        if self.data_args is None:
+            return factor
+        if factor and factor != self.data_args.label_smoothing:
+            raise ValueError(
+                f"label_smoothing_factor={factor} (training arguments) and label_smoothing="
+                f"{self.data_args.label_smoothing} (data arguments) disagree: set --label_smoothing only."
+            )
+        return self.data_args.label_smoothing
+
+    def _resolve_teacher(self, teacher: nn.Module | str | None) -> FrozenTeacher | None:
+        if self.args.distillation_type == "none":
+            if teacher is not None:
+                logger.warning("distillation_type='none': the teacher passed to DistillationTrainer is not used.")
+            return None
+        spec = teacher if teacher is not None else self.args.teacher_name_or_path
+        # What was really loaded, for the model card: the args name the default teacher even when a module is passed.
+        self.teacher_source = spec if isinstance(spec, str) else getattr(
+            getattr(spec, "config", None), "_name_or_path", None
+        ) or type(spec).__name__
+        if spec is None:
+            raise ValueError(
+                f"distillation_type={self.args.distillation_type!r} needs a teacher: pass teacher= to "
+                "DistillationTrainer or --teacher_name_or_path, or use --distillation_type none."
+            )
+        processor = self.processing_class
+        # Checked here, before any step: load_teacher raises TeacherMismatchError on a class-count mismatch.
+        return load_teacher(
+            spec,
+            num_labels=self.model.config.num_labels,
+            device=self.args.device,
+            checkpoint_path=self.args.teacher_checkpoint_path,
+            student_mean=getattr(processor, "image_mean", None) or IMAGENET_DEFAULT_MEAN,
+            student_std=getattr(processor, "image_std", None) or IMAGENET_DEFAULT_STD,
+        )
+
+    # --- loss -------------------------------------------------------------------------------------------------
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        if "labels" not in inputs:
+            raise KeyError(f"DistillationTrainer needs 'labels' in each batch; got keys {sorted(inputs)}.")
+        labels = inputs["labels"]
+        pixel_values = inputs["pixel_values"]
+        if model.training and self.mixup is not None and not labels.is_floating_point():
+            pixel_values, labels = self._mix(pixel_values, labels)
+        # No labels to the model: its own loss (CE on both heads) is replaced by the distillation loss.
+        outputs = model(pixel_values=pixel_values)
+        if not model.training:
+            # Evaluation loss: CE of the fused prediction (what inference returns); no teacher at evaluation.
+            logits = outputs.logits.float()
+            loss = soft_target_cross_entropy(logits, labels) if labels.is_floating_point() else F.cross_entropy(logits, labels)
+            return (loss, outputs) if return_outputs else loss
+
+        teacher_logits = None
+        if self.teacher is not None:
+            # The student runs under accelerate's autocast (bf16/fp16) when mixed precision is on; running the
+            # teacher under the same autocast gives it the same precision while its weights stay fp32.
+            with self.accelerator.autocast():
+                teacher_logits = self.teacher(pixel_values)
+        parts = self.loss_fn(outputs, labels, teacher_logits)
+        self._check_finite(parts)
+        self._accumulate(parts)
+        return (parts["loss"], outputs) if return_outputs else parts["loss"]
+
+    def _mix(self, pixel_values: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Mixup/CutMix (timm) with label smoothing -> soft targets (batch, classes).
+
+        Mixing here rather than in the collator keeps its randomness (numpy's global RNG, which timm's Mixup
+        draws from) in step with the training steps: the Trainer checkpoints that RNG, while a collator runs one
+        batch ahead of the step (accelerate prefetches) or in worker processes, so a resumed run would mix its
+        first batch differently. It also runs on the accelerator, as in timm's and the paper's training loops.
+        timm's Mixup needs an even batch; an odd last image keeps its smoothed one-hot target.
+        """
+        from timm.data.mixup import mixup_target
+
+        targets = mixup_target(labels, self.mixup.num_classes, lam=1.0, smoothing=self.mixup.label_smoothing)
+        pixel_values = pixel_values.clone()  # Mixup works in place; the caller's batch stays as it was
+        even = len(labels) - len(labels) % 2
+        if even >= 2:
+            _, targets[:even] = self.mixup(pixel_values[:even], labels[:even])
+        return pixel_values, targets
+
+    def _check_finite(self, parts: dict[str, torch.Tensor | None]) -> None:
+        if torch.isfinite(parts["loss"]).all():
+            return
+        values = ", ".join(f"{name}={float(value.detach()):.6g}" for name, value in parts.items() if value is not None)
+        raise FloatingPointError(
+            f"Non-finite loss at global step {self.state.global_step} (epoch {self.state.epoch}): {values}. Lower "
+            "the learning rate or warm up longer, check the inputs for NaNs, or use --bf16 instead of --fp16."
+        )
+
+    def _accumulate(self, parts: dict[str, torch.Tensor | None]) -> None:
+        # Sums stay on the device (no .item() sync per step) until the next training log.
+        for name in ("base_loss", "distillation_loss"):
+            if parts.get(name) is not None:
+                self._loss_sums[name] = self._loss_sums.get(name, 0.0) + parts[name].float()
+        self._loss_batches += 1
+
+    def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
+        # Training logs (those with "loss") get the running means of the loss parts since the previous log,
+        # averaged over processes like the Trainer's own "loss".
+        if "loss" in logs and self._loss_batches:
+            for name, total in self._loss_sums.items():
+                mean = self.accelerator.reduce(total / self._loss_batches, reduction="mean")
+                logs[name] = round(float(mean), 6)
+            self._loss_sums, self._loss_batches = {}, 0
+        super().log(logs, start_time)
+
+    def training_step(self, model, inputs, num_items_in_batch=None):
+        self._batches_in_epoch += 1
+        return super().training_step(model, inputs, num_items_in_batch)
+
+    # --- optimizer and schedule -------------------------------------------------------------------------------
+    def get_decay_parameter_names(self, model: nn.Module) -> list[str]:
+        """Weight decay on weight matrices and kernels only (timm / the paper's rule)."""
+        return [
+            name
+            for name, param in model.named_parameters()
+            if param.ndim > 1 and name.rsplit(".", 1)[-1] not in NO_WEIGHT_DECAY
+        ]
+
+    def set_initial_training_values(self, args, dataloader):
+        values = super().set_initial_training_values(args, dataloader)
+        self._steps_per_epoch = values[1] if has_length(dataloader) else None
+        return values
+
+    def warmup_steps(self, num_training_steps: int) -> int:
+        """`warmup_steps` when set, else `warmup_epochs` in optimizer steps."""
+        if self.args.warmup_steps > 0 or self.args.warmup_epochs == 0:
+            return self.args.get_warmup_steps(num_training_steps)
+        if self._steps_per_epoch is not None:
+            steps_per_epoch = self._steps_per_epoch
+        else:  # a stream has no length: the run's nominal epochs give its length in steps
+            steps_per_epoch = num_training_steps / max(self.args.num_train_epochs, 1e-9)
+        return min(num_training_steps, round(self.args.warmup_epochs * steps_per_epoch))
+
+    def create_scheduler(self, num_training_steps: int, optimizer: torch.optim.Optimizer | None = None):
+        if self.lr_scheduler is None:
+            self.lr_scheduler = get_scheduler(
+                self.args.lr_scheduler_type,
+                optimizer=optimizer or self.optimizer,
+                num_warmup_steps=self.warmup_steps(num_training_steps),
+                num_training_steps=num_training_steps,
+                scheduler_specific_kwargs=self.args.lr_scheduler_kwargs,
+            )
+            self._created_lr_scheduler = True
+        return self.lr_scheduler
+
+    # --- data -------------------------------------------------------------------------------------------------
+    def _get_train_sampler(self, train_dataset=None):
+        dataset = train_dataset if train_dataset is not None else self.train_dataset
+        repeats = getattr(self.data_args, "repeated_aug", 1)
+        if repeats > 1 and dataset is not None and has_length(dataset):
+            from .data import repeat_aug_sampler
+
+            return repeat_aug_sampler(
+                dataset,
+                num_repeats=repeats,
+                num_replicas=self.args.world_size,
+                rank=self.args.process_index,
+                seed=self.args.seed,
+            )
+        return super()._get_train_sampler(train_dataset)
+
+    def get_train_dataloader(self):
+        dataloader = super().get_train_dataloader()
+        # RepeatAugSampler already gives each rank its own indices; accelerate's BatchSamplerShard would split
+        # them again (each rank would see 1/world of its share): make that wrapper a pass-through.
+        shard = getattr(dataloader, "batch_sampler", None)
+        inner = getattr(getattr(shard, "batch_sampler", None), "sampler", None)
+        if self.args.world_size > 1 and hasattr(shard, "num_processes") and hasattr(inner, "num_repeats"):
+            shard.num_processes, shard.process_index = 1, 0
+        return dataloader
+
+    def _get_dataloader(self, dataset, description, batch_size, sampler_fn=None, is_training=False, dataloader_key=None):
+        if is_training or self.eval_data_collator is None:
+            return super()._get_dataloader(dataset, description, batch_size, sampler_fn, is_training, dataloader_key)
+        # Evaluation batches must not be mixed: swap in the eval collator while this dataloader is built.
+        train_collator, self.data_collator = self.data_collator, self.eval_data_collator
+        try:
+            return super()._get_dataloader(dataset, description, batch_size, sampler_fn, is_training, dataloader_key)
+        finally:
+            self.data_collator = train_collator
+
+    # --- checkpoints and exact resume -------------------------------------------------------------------------
+    def _run_epoch(self, **kwargs):
+        resuming_here = kwargs["resume_from_checkpoint"] is not None and kwargs["epoch"] == kwargs["epochs_trained"]
+        self._epoch = kwargs["epoch"]
+        self._batches_in_epoch = kwargs["steps_trained_in_current_epoch"] if resuming_here else 0
+        return super()._run_epoch(**kwargs)
+
+    def _init_training_state(self, max_steps, num_update_steps_per_epoch, num_train_epochs, resume_from_checkpoint, trial):
+        epochs, batches = super()._init_training_state(
+            max_steps, num_update_steps_per_epoch, num_train_epochs, resume_from_checkpoint, trial
+        )
+        # A stream has no length, so the Trainer counts every step as epoch 0 and would replay the whole run from
+        # a fresh first pass. Our checkpoint says which pass it was in and how far: resume there.
+        if resume_from_checkpoint is not None and not has_length(self.train_dataset) and not self.args.ignore_data_skip:
+            path = os.path.join(resume_from_checkpoint, STREAM_STATE_NAME)
+            if os.path.isfile(path):
+                with open(path) as f:
+                    state = json.load(f)
+                return state["epoch"], state["batches_in_epoch"]
+            logger.warning("%s has no %s: the stream restarts from its first pass.", resume_from_checkpoint, STREAM_STATE_NAME)
+        return epochs, batches
+
+    def _save_checkpoint(self, model, trial):
+        super()._save_checkpoint(model, trial)
+        if not self.args.should_save:
+            return
+        output_dir = os.path.join(self._get_output_dir(trial=trial), f"checkpoint-{self.state.global_step}")
+        if not has_length(self.train_dataset):
+            with open(os.path.join(output_dir, STREAM_STATE_NAME), "w") as f:
+                json.dump({"epoch": self._epoch, "batches_in_epoch": self._batches_in_epoch}, f)
+        if self.model_ema is not None:
+            from safetensors.torch import save_file
+
+            state = {k: v.contiguous() for k, v in self.model_ema.module.state_dict().items()}
+            save_file(state, os.path.join(output_dir, EMA_WEIGHTS_NAME))
+
+    def _load_from_checkpoint(self, resume_from_checkpoint, model=None):
+        super()._load_from_checkpoint(resume_from_checkpoint, model)
+        path = os.path.join(resume_from_checkpoint, EMA_WEIGHTS_NAME)
+        if self.model_ema is not None and os.path.isfile(path):
+            from safetensors.torch import load_file
+
+            self.model_ema.module.load_state_dict(load_file(path, device=str(self.args.device)))
+
+    def _issue_warnings_after_load(self, load_result):
+        # The Trainer only warns; a resumed run silently keeping initial weights is worse than stopping.
+        if load_result.missing_keys or load_result.unexpected_keys:
+            raise RuntimeError(
+                f"The checkpoint does not match the model: missing keys {load_result.missing_keys}, unexpected keys "
+                f"{load_result.unexpected_keys}. Resume with the same model class and configuration that saved it."
+            )
+
+    # --- evaluation and publishing ----------------------------------------------------------------------------
+    def evaluate(self, eval_dataset=None, ignore_keys=None, metric_key_prefix: str = "eval") -> dict[str, float]:
+        """Metrics of the model (`eval_loss`, `eval_{fused,cls,distillation}_top{1,5}`) and, with EMA on, of the
+        EMA weights too (`eval_ema_*`)."""
+        metrics = super().evaluate(eval_dataset, ignore_keys, metric_key_prefix)
+        if self.model_ema is not None:
+            model, wrapped = self.model, self.model_wrapped
+            self.model = self.model_wrapped = self.model_ema.module
+            try:
+                metrics.update(super().evaluate(eval_dataset, ignore_keys, f"{metric_key_prefix}_ema"))
+            finally:
+                self.model, self.model_wrapped = model, wrapped
+        return metrics
+
+    def create_model_card(self, **kwargs: Any) -> None:
+        """README.md (+ training_curves.png) from the run's arguments, logs and config (hf_deit.model_card)."""
+        if not self.is_world_process_zero():
+            return
+        from .model_card import model_card_from_trainer
+
+        model_card_from_trainer(self).save(os.path.join(self.args.output_dir, "README.md"))
+
+
+__all__ = ["DistillationTrainer", "prepare_student", "NO_WEIGHT_DECAY"]

@@ -1,0 +1,148 @@
+"""DeiTTrainingArguments: `transformers.TrainingArguments` with DeiT's recipe as defaults plus the distillation knobs.
+
+Parsed together with `hf_deit.data.DataArguments` by `HfArgumentParser` (no field names clash; label smoothing and
+repeated augmentation belong to the data arguments). Defaults follow the paper's recipe (Table 9 / its main.py):
+AdamW (0.9, 0.999, eps 1e-8), lr = 5e-4 x global_batch / 512, weight decay 0.05 (not on norms, biases, position
+embeddings, tokens), cosine schedule with 5 warmup epochs, 300 epochs, drop path 0.1, no gradient clipping,
+hard distillation with alpha 0.5 from a RegNetY-16GF teacher.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+
+from transformers import TrainingArguments
+
+from .configuration_deit import PRESETS
+from .losses import DISTILLATION_TYPES
+from .teacher import DEFAULT_TEACHER
+
+logger = logging.getLogger(__name__)
+
+# The paper's lr rule: lr = base_lr * global_batch / LR_REFERENCE_BATCH.
+LR_REFERENCE_BATCH = 512
+
+
+@dataclass
+class DeiTTrainingArguments(TrainingArguments):
+    # --- distillation
+    distillation_type: str = field(
+        default="hard",
+        metadata={
+            "help": "Distillation loss on the distillation head: 'hard' (CE against the teacher's argmax; the "
+            "paper's best), 'soft' (KL at temperature tau, times tau^2, averaged per sample) or 'none' (no teacher).",
+            "choices": list(DISTILLATION_TYPES),
+        },
+    )
+    distillation_alpha: float = field(
+        default=0.5, metadata={"help": "Weight of the distillation loss: total = (1 - alpha) * base + alpha * distill."}
+    )
+    distillation_tau: float = field(default=1.0, metadata={"help": "Softmax temperature of soft distillation."})
+    teacher_name_or_path: str | None = field(
+        default=DEFAULT_TEACHER,
+        metadata={
+            "help": "The teacher: a timm name or Hub id (default: the paper's RegNetY-16GF, timm/regnety_160.deit_in1k), "
+            "a local timm or transformers model directory, or another Hub id of a transformers image classifier. "
+            "Ignored when distillation_type is 'none' or a teacher module is passed to DistillationTrainer."
+        },
+    )
+    teacher_checkpoint_path: str | None = field(
+        default=None,
+        metadata={"help": "Local weights file for a timm teacher named by teacher_name_or_path (architecture name)."},
+    )
+    # --- student
+    student_preset: str = field(
+        default="deit_tiny_distilled_patch16_224",
+        metadata={
+            "help": "DeiT architecture to build the student from (a timm DeiT name, see hf_deit.PRESETS). DeiT-Ti "
+            "distilled is the default because it trains on one node in reasonable time; the paper's headline model "
+            "is deit_base_distilled_patch16_224.",
+            "choices": sorted(PRESETS),
+        },
+    )
+    drop_path_rate: float = field(
+        default=0.1, metadata={"help": "Stochastic depth rate of the student (applied when it is built from a preset)."}
+    )
+    model_ema_decay: float | None = field(
+        default=None,
+        metadata={
+            "help": "Keep an exponential moving average of the student's weights (timm ModelEmaV3) with this decay, "
+            "e.g. 0.99996 as the paper's code; evaluated alongside the model (eval_ema_* metrics). Off when unset or 0."
+        },
+    )
+    # --- learning rate rule and schedule
+    base_learning_rate: float = field(
+        default=5e-4, metadata={"help": f"Learning rate per {LR_REFERENCE_BATCH} images (used when scale_lr is on)."}
+    )
+    scale_lr: bool = field(
+        default=True,
+        metadata={
+            "help": f"Set learning_rate = base_learning_rate x global_batch / {LR_REFERENCE_BATCH}, where global_batch "
+            "= per_device_train_batch_size x world_size x gradient_accumulation_steps (the paper's rule). Turn off "
+            "(--scale_lr False) to use --learning_rate as given."
+        },
+    )
+    warmup_epochs: float = field(
+        default=5.0,
+        metadata={
+            "help": "Linear warmup length in epochs, converted to optimizer steps when training starts (for a "
+            "streaming dataset without a length: max_steps x warmup_epochs / num_train_epochs). Ignored when "
+            "--warmup_steps is set (> 0)."
+        },
+    )
+    # --- TrainingArguments defaults changed to the paper's recipe
+    num_train_epochs: float = field(default=300.0, metadata={"help": "Training epochs (the paper: 300)."})
+    weight_decay: float = field(
+        default=0.05,
+        metadata={"help": "AdamW weight decay; not applied to norms, biases, position embeddings and tokens."},
+    )
+    lr_scheduler_type: str = field(default="cosine", metadata={"help": "Learning rate schedule after warmup."})
+    max_grad_norm: float = field(
+        default=0.0,
+        metadata={"help": "Gradient clipping norm; 0 (the paper's setting) disables clipping."},
+    )
+    remove_unused_columns: bool = field(
+        default=False,
+        metadata={
+            "help": "Keep dataset columns the model's forward does not take: hf_deit's on-the-fly transforms need "
+            "the raw 'image' column, which the Trainer would otherwise drop."
+        },
+    )
+
+    def __post_init__(self) -> None:
+        if self.distillation_type not in DISTILLATION_TYPES:
+            raise ValueError(f"distillation_type={self.distillation_type!r}: use one of {DISTILLATION_TYPES}.")
+        if not 0.0 <= self.distillation_alpha <= 1.0:
+            raise ValueError(f"distillation_alpha={self.distillation_alpha} must be in [0, 1].")
+        if self.distillation_tau <= 0:
+            raise ValueError(f"distillation_tau={self.distillation_tau} must be > 0.")
+        if self.student_preset not in PRESETS:
+            raise ValueError(f"student_preset={self.student_preset!r} is unknown; use one of {sorted(PRESETS)}.")
+        if not 0.0 <= self.drop_path_rate < 1.0:
+            raise ValueError(f"drop_path_rate={self.drop_path_rate} must be in [0, 1).")
+        if self.model_ema_decay is not None and not 0.0 <= self.model_ema_decay < 1.0:
+            raise ValueError(f"model_ema_decay={self.model_ema_decay} must be in [0, 1) (0 or unset = no EMA).")
+        if self.warmup_epochs < 0:
+            raise ValueError(f"warmup_epochs={self.warmup_epochs} must be >= 0.")
+        if self.base_learning_rate <= 0:
+            raise ValueError(f"base_learning_rate={self.base_learning_rate} must be > 0.")
+        if self.distillation_type != "none" and not self.teacher_name_or_path:
+            logger.info("No teacher_name_or_path: DistillationTrainer must then be given a teacher module.")
+        # TrainingArguments.__post_init__ sets up the devices (and the process group under torchrun/accelerate),
+        # so the world size is known only after it: the lr rule comes last.
+        super().__post_init__()
+        if self.scale_lr:
+            self.learning_rate = self.base_learning_rate * self.global_train_batch_size / LR_REFERENCE_BATCH
+
+    @property
+    def global_train_batch_size(self) -> int:
+        """Images per optimizer step over all processes."""
+        return self.per_device_train_batch_size * max(1, self.world_size) * self.gradient_accumulation_steps
+
+    @property
+    def use_model_ema(self) -> bool:
+        return bool(self.model_ema_decay)
+
+
+__all__ = ["DeiTTrainingArguments", "LR_REFERENCE_BATCH"]

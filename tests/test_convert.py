@@ -1,0 +1,241 @@
+"""Conversion: the same weights in timm / the paper's .pth / transformers and in hf_deit give the same numbers out."""
+
+import pytest
+import timm
+import torch
+import transformers
+from safetensors.torch import save_file
+from timm.layers import resample_abs_pos_embed
+
+import hf_deit
+from hf_deit import PRESETS
+from hf_deit.convert import (
+    KEY_MAP,
+    convert_cli,
+    from_official,
+    from_timm,
+    from_transformers,
+    to_timm,
+    to_transformers,
+)
+
+ATOL = 1e-5  # fp32, same operations in the same order: observed differences are 0.0 or ~1e-7
+
+
+def perturb_(model: torch.nn.Module, seed: int = 0) -> torch.nn.Module:
+    """Move every parameter off its initial value (timm zeroes biases, transformers zeroes tokens, LayerNorms start
+    at 1/0), so that a swapped or dropped tensor in a key map changes the outputs."""
+    generator = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(torch.randn(p.shape, generator=generator) * 0.05)
+    return model.eval()
+
+
+def timm_deit(name: str, depth: int | None = 2, seed: int = 0, **kwargs) -> torch.nn.Module:
+    torch.manual_seed(seed)
+    extra = {} if depth is None else {"depth": depth}
+    return perturb_(timm.create_model(name, pretrained=False, **extra, **kwargs), seed)
+
+
+def images(size: int, batch: int = 2, seed: int = 1) -> torch.Tensor:
+    return torch.randn(batch, 3, size, size, generator=torch.Generator().manual_seed(seed))
+
+
+def assert_close(a: torch.Tensor, b: torch.Tensor) -> None:
+    assert a.shape == b.shape
+    diff = (a - b).abs().max().item()
+    assert diff <= ATOL, f"max abs diff {diff}"
+
+
+@pytest.mark.parametrize("name", sorted(PRESETS))
+def test_every_preset_matches_timm_both_ways(name):
+    timm_model = timm_deit(name)
+    model = from_timm(timm_model)
+    preset = PRESETS[name]
+    config = model.config
+    # The architecture is read off the model: the preset's fields, depth 2 as built, ImageNet names for 1,000 classes.
+    assert config.hidden_size == preset["hidden_size"] and config.num_attention_heads == preset["num_attention_heads"]
+    assert config.use_distillation_token == preset["use_distillation_token"]
+    assert config.image_size == preset.get("image_size", 224) and config.crop_pct == preset.get("crop_pct", 0.875)
+    assert config.num_hidden_layers == 2 and config.num_labels == 1000
+    assert config.id2label[0] == "tench, Tinca tinca"
+
+    x = images(config.image_size, batch=1)
+    with torch.no_grad():
+        expected = timm_model(x)
+        out = model(x)
+        assert_close(out.logits, expected)  # timm's eval output: the mean of the two heads for distilled DeiT
+        if config.use_distillation_token:
+            assert_close(out.cls_logits, timm_model.head(timm_model.forward_features(x)[:, 0]))
+            assert not torch.allclose(out.cls_logits, out.distillation_logits)
+
+        back = to_timm(model)
+        assert type(back) is type(timm_model)
+        assert_close(back(x), expected)
+    original = timm_model.state_dict()
+    assert back.state_dict().keys() == original.keys()
+    assert all(torch.equal(back.state_dict()[k], original[k]) for k in original)
+
+
+@pytest.mark.parametrize("name", ["deit_tiny_patch16_224", "deit_tiny_distilled_patch16_224"])
+def test_full_depth_tiny_matches_timm(name):
+    timm_model = timm_deit(name, depth=None)
+    model = from_timm(timm_model)
+    assert model.config.num_hidden_layers == 12
+    x = images(224)
+    with torch.no_grad():
+        expected = timm_model(x)
+        assert_close(model(x).logits, expected)
+        assert_close(to_timm(model)(x), expected)
+
+
+def test_state_dict_pth_and_safetensors_sources(tmp_path):
+    timm_model = timm_deit("deit_small_distilled_patch16_224", depth=1)
+    state_dict = timm_model.state_dict()
+    torch.save(state_dict, tmp_path / "student.pth")
+    save_file({k: v.contiguous() for k, v in state_dict.items()}, tmp_path / "student.safetensors")
+    ddp_style = {f"module.{k}": v for k, v in state_dict.items()}  # what a DDP-wrapped model saves
+    x = images(224, batch=1)
+    with torch.no_grad():
+        expected = timm_model(x)
+        for source in (state_dict, ddp_style, tmp_path / "student.pth", str(tmp_path / "student.safetensors")):
+            model = from_timm(source)
+            # heads are invisible in shapes: inferred from the released width (384 -> DeiT-S, 6 heads)
+            assert model.config.num_attention_heads == 6
+            assert_close(model(x).logits, expected)
+
+
+def test_from_official_pth(tmp_path):
+    timm_model = timm_deit("deit_tiny_distilled_patch16_224", depth=2)
+    # The paper's release format: {"model": state_dict}, timm-era names, a hash after the preset name.
+    path = tmp_path / "deit_tiny_distilled_patch16_224-b40b3cf7.pth"
+    torch.save({"model": timm_model.state_dict()}, path)
+    model = from_official(path)
+    x = images(224)
+    with torch.no_grad():
+        assert_close(model(x).logits, timm_model(x))
+    assert model.config.fusion == "mean" and model.config.num_attention_heads == 3
+    # `hf-deit convert --from official` writes a directory that loads back to the same model
+    out = convert_cli("official", str(path), tmp_path / "out")
+    with torch.no_grad():
+        assert_close(transformers.AutoModelForImageClassification.from_pretrained(out)(x).logits, timm_model(x))
+
+
+def test_bad_checkpoints_fail_with_a_reason(tmp_path):
+    state_dict = timm_deit("deit_tiny_patch16_224", depth=1).state_dict()
+    with pytest.raises(ValueError, match=r"ls1\.gamma"):  # DeiT III layer scale has no place here
+        from_timm({**state_dict, "blocks.0.ls1.gamma": torch.ones(192)})
+    headless = {k: v for k, v in state_dict.items() if not k.startswith("head")}
+    with pytest.raises(ValueError, match="headless"):
+        from_timm(headless)
+    with pytest.raises(ValueError, match="Known presets: deit_base_distilled_patch16_224"):
+        from_timm(state_dict, preset="deit_huge_patch16_224")
+    with pytest.raises(ValueError, match="hidden_size=384 but the checkpoint has hidden_size=192"):
+        from_timm(state_dict, preset="deit_small_patch16_224")
+    odd_width = {k: v for k, v in state_dict.items()}
+    odd_width["cls_token"] = torch.zeros(1, 1, 200)
+    with pytest.raises(ValueError, match="num_attention_heads"):
+        from_timm(odd_width)
+
+
+def test_timm_name_without_hub_says_how_to_use_a_local_file(monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(OSError, match=r"pass a local checkpoint instead: a \.pth/\.safetensors path"):
+        from_timm("deit_tiny_patch16_224")
+    with pytest.raises(FileNotFoundError, match="neither an existing checkpoint file nor a timm model name"):
+        from_timm("./no_such_checkpoint.pth")
+
+
+def test_key_map_is_one_to_one_and_exported():
+    assert hf_deit.from_timm is from_timm and hf_deit.to_timm is to_timm  # the package's lazy exports
+    timm_names = [t for t, _ in KEY_MAP]
+    our_names = [o for _, o in KEY_MAP]
+    assert len(set(timm_names)) == len(timm_names) and len(set(our_names)) == len(our_names)
+
+
+def tiny_transformers_config(**kwargs) -> transformers.DeiTConfig:
+    defaults = dict(
+        image_size=32, patch_size=8, hidden_size=48, num_hidden_layers=2, num_attention_heads=3,
+        intermediate_size=192, num_labels=7, hidden_act="gelu",
+    )  # fmt: skip
+    return transformers.DeiTConfig(**{**defaults, **kwargs})
+
+
+@pytest.mark.parametrize("layer_norm_eps", [1e-6, 1e-12])
+def test_from_transformers_with_teacher(layer_norm_eps):
+    torch.manual_seed(0)
+    hf_model = perturb_(
+        transformers.DeiTForImageClassificationWithTeacher(tiny_transformers_config(layer_norm_eps=layer_norm_eps))
+    )
+    model = from_transformers(hf_model)
+    assert model.config.layer_norm_eps == layer_norm_eps and model.config.fusion == "mean"
+    assert model.config.id2label == hf_model.config.id2label
+    x = images(32)
+    with torch.no_grad():
+        expected, out = hf_model(x), model(x)
+        assert_close(out.logits, expected.logits)
+        assert_close(out.cls_logits, expected.cls_logits)
+        assert_close(out.distillation_logits, expected.distillation_logits)
+        # and back: our fused qkv split into transformers' q/k/v again
+        assert_close(to_transformers(model)(x).logits, expected.logits)
+
+
+def test_from_transformers_one_head_model():
+    torch.manual_seed(0)
+    hf_model = perturb_(transformers.DeiTForImageClassification(tiny_transformers_config(hidden_act="gelu_new")))
+    model = from_transformers(hf_model)
+    assert model.config.fusion == "cls" and model.config.hidden_act == "gelu_new"
+    assert torch.equal(model.distillation_classifier.weight, model.cls_classifier.weight)
+    x = images(32)
+    with torch.no_grad():
+        assert_close(model(x).logits, hf_model(x).logits)
+
+
+def test_transformers_timm_and_hf_deit_agree():
+    """One set of weights, three implementations: timm -> hf_deit -> transformers gives timm's logits."""
+    timm_model = timm_deit("deit_tiny_distilled_patch16_224", depth=2)
+    hf_model = to_transformers(from_timm(timm_model))
+    x = images(224)
+    with torch.no_grad():
+        assert_close(hf_model(x).logits, timm_model(x))
+
+
+def test_from_transformers_directory_and_cli(tmp_path):
+    torch.manual_seed(0)
+    hf_model = perturb_(transformers.DeiTForImageClassificationWithTeacher(tiny_transformers_config()))
+    hf_model.save_pretrained(tmp_path / "hf")
+    x = images(32)
+    with torch.no_grad():
+        assert_close(from_transformers(tmp_path / "hf")(x).logits, hf_model(x).logits)
+
+    out = convert_cli("transformers", str(tmp_path / "hf"), tmp_path / "ours")
+    for file in ("model.safetensors", "config.json", "preprocessor_config.json", "README.md"):
+        assert (tmp_path / "ours" / file).is_file(), file
+    card = (tmp_path / "ours" / "README.md").read_text()
+    assert "library_name: transformers" in card and "image-classification" in card
+    loaded = transformers.AutoModelForImageClassification.from_pretrained(out)
+    with torch.no_grad():
+        assert_close(loaded(x).logits, hf_model(x).logits)
+
+
+def test_position_embedding_resize_matches_timm():
+    timm_model = timm_deit("deit_tiny_distilled_patch16_224", depth=1)
+    model = from_timm(timm_model)
+    x = images(384, batch=1)
+    with torch.no_grad():
+        dynamic = model(x, interpolate_pos_encoding=True).logits  # per call, weights untouched
+        model.resize_position_embeddings(384)  # permanent, as before fine-tuning at 384
+        expected_pos = resample_abs_pos_embed(timm_model.pos_embed, new_size=(24, 24), num_prefix_tokens=2)
+        assert_close(model.deit.embeddings.position_embeddings, expected_pos)
+        assert model.config.image_size == 384
+
+        timm_384 = timm.create_model("deit_tiny_distilled_patch16_224", depth=1, img_size=384).eval()
+        timm_384.load_state_dict({**timm_model.state_dict(), "pos_embed": expected_pos})
+        expected = timm_384(x)
+        assert_close(model(x).logits, expected)
+        assert_close(dynamic, expected)
+        # timm's own per-call path agrees too
+        timm_dynamic = timm.create_model("deit_tiny_distilled_patch16_224", depth=1, dynamic_img_size=True).eval()
+        timm_dynamic.load_state_dict(timm_model.state_dict())
+        assert_close(timm_dynamic(x), dynamic)

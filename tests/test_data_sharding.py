@@ -1,0 +1,127 @@
+"""Sharding: 2 simulated ranks x 2 DataLoader workers see every example exactly once per epoch (x3 with repeated
+augmentation); epochs reshuffle; a stream's state_dict resumes; the map-style RA sampler keeps RA on one process."""
+
+import io
+
+import datasets
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+import torch
+from datasets import ClassLabel, Features, Image, Value
+from PIL import Image as PILImage
+
+from hf_deit.data import (
+    BadImageCounter,
+    DataArguments,
+    load_image_dataset,
+    prepare_dataset,
+    repeat_aug_sampler,
+)
+
+NUM_SHARDS, PER_SHARD, NUM_CLASSES = 4, 6, 3
+ALL_KEYS = {f"s{shard}-e{example}" for shard in range(NUM_SHARDS) for example in range(PER_SHARD)}
+
+
+@pytest.fixture(autouse=True)
+def no_parquet_shutdown_sleep(monkeypatch):
+    """datasets sleeps 5 s after each parquet stream ends (a guard against pyarrow issue 45214 at interpreter exit);
+    these tests end many short streams."""
+    monkeypatch.setattr(datasets.config, "SLEEP_TIME_ON_THREADS_SHUTDOWN", 0)
+
+
+@pytest.fixture(scope="module")
+def sharded(tmp_path_factory):
+    """4 parquet shards x 6 tiny PNGs, each with a unique `key`."""
+    root = tmp_path_factory.mktemp("sharded")
+    features = Features({"image": Image(), "label": ClassLabel(names=[f"c{i}" for i in range(NUM_CLASSES)]),
+                         "key": Value("string")})
+    rng = np.random.default_rng(0)
+    for shard in range(NUM_SHARDS):
+        rows = {"image": [], "label": [], "key": []}
+        for example in range(PER_SHARD):
+            buffer = io.BytesIO()
+            PILImage.fromarray(rng.integers(0, 255, (12, 12, 3), dtype=np.uint8)).save(buffer, "PNG")
+            rows["image"].append({"bytes": buffer.getvalue(), "path": None})
+            rows["label"].append(example % NUM_CLASSES)
+            rows["key"].append(f"s{shard}-e{example}")
+        pq.write_table(pa.Table.from_pydict(rows, schema=features.arrow_schema),
+                       root / f"train-{shard:05d}-of-{NUM_SHARDS:05d}.parquet")
+    return root
+
+
+def _args(repeats: int) -> DataArguments:
+    return DataArguments(image_size=16, repeated_aug=repeats, shuffle_buffer_size=8, auto_augment=None, reprob=0.0)
+
+
+def _keys_collate(examples: list[dict]) -> list[str]:
+    return [example["key"] for example in examples]
+
+
+def _epoch_keys(root, repeats: int, epoch: int = 0, world_size: int = 2, workers: int = 2) -> list[list[str]]:
+    """Keys each rank sees in one epoch, in order."""
+    per_rank = []
+    for rank in range(world_size):
+        stream = load_image_dataset(str(root), "train", streaming=True)
+        assert stream.n_shards == NUM_SHARDS
+        stream = prepare_dataset(stream, _args(repeats), train=True, counter=BadImageCounter(), rank=rank,
+                                 world_size=world_size, seed=1)
+        stream.set_epoch(epoch)
+        loader = torch.utils.data.DataLoader(stream, batch_size=5, num_workers=workers, collate_fn=_keys_collate)
+        per_rank.append([key for batch in loader for key in batch])
+    return per_rank
+
+
+@pytest.mark.parametrize("repeats", [1, 3])
+def test_two_ranks_two_workers_see_each_key_exactly_repeats_times(sharded, repeats):
+    per_rank = _epoch_keys(sharded, repeats)
+    seen = [key for keys in per_rank for key in keys]
+    assert set(seen) == ALL_KEYS
+    assert {key: seen.count(key) for key in ALL_KEYS} == {key: repeats for key in ALL_KEYS}
+    assert not set(per_rank[0]) & set(per_rank[1])  # ranks read disjoint shards
+    if repeats == 3:  # the shuffle buffer spreads the copies apart: not all in consecutive triples
+        assert any(len(set(per_rank[0][i:i + 3])) > 1 for i in range(0, len(per_rank[0]), 3))
+
+
+def test_set_epoch_reshuffles(sharded):
+    first, second = _epoch_keys(sharded, 1, epoch=0, workers=0), _epoch_keys(sharded, 1, epoch=1, workers=0)
+    assert sorted(first[0] + first[1]) == sorted(second[0] + second[1]) == sorted(ALL_KEYS)
+    assert first != second
+
+
+def test_stream_state_dict_resumes_where_it_stopped(sharded):
+    """Kill-and-resume of a stream: a fresh pipeline loading the state dict yields exactly the remaining keys
+    (buffer size 1: datasets' resume drops what sits in the shuffle buffer, see docs/data.md)."""
+    args = DataArguments(image_size=16, repeated_aug=3, shuffle_buffer_size=1, auto_augment=None, reprob=0.0)
+
+    def pipeline():
+        stream = load_image_dataset(str(sharded), "train", streaming=True)
+        return prepare_dataset(stream, args, train=True, counter=BadImageCounter(), seed=3)
+
+    full = [example["key"] for example in pipeline()]
+    stream = pipeline()
+    iterator = iter(stream)
+    head = [next(iterator)["key"] for _ in range(20)]
+    state = stream.state_dict()
+    resumed = pipeline()
+    resumed.load_state_dict(state)
+    assert head + [example["key"] for example in resumed] == full
+
+
+@pytest.mark.parametrize("world_size", [1, 2])
+def test_repeat_aug_sampler_each_index_three_times_per_epoch(world_size):
+    dataset = list(range(10))
+    indices = []
+    for rank in range(world_size):
+        sampler = repeat_aug_sampler(dataset, num_repeats=3, num_replicas=world_size, rank=rank, seed=5)
+        sampler.set_epoch(2)
+        indices += list(sampler)
+        assert len(sampler) == len(list(sampler)) == 15 * 2 // world_size
+    assert sorted(indices) == sorted(dataset * 3)  # RA stays on with a single process
+
+
+def test_repeat_aug_sampler_paper_epoch_keeps_epoch_length():
+    sampler = repeat_aug_sampler(list(range(12)), num_repeats=3, num_replicas=1, full_epoch=False)
+    indices = list(sampler)
+    assert len(indices) == 12 and all(indices.count(i) == 3 for i in set(indices)) and len(set(indices)) == 4
