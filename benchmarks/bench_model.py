@@ -54,11 +54,10 @@ def build_models(size: str, image_size: int, num_labels: int) -> dict[str, torch
     from hf_deit import DeiTConfig, DeiTForImageClassification
 
     hidden, heads = SIZES[size]
-    ours = DeiTForImageClassification(
-        DeiTConfig.from_preset(
-            f"deit_{size}_distilled_patch16_224", image_size=image_size, num_labels=num_labels, attn_implementation="sdpa"
-        )
+    ours_config = DeiTConfig.from_preset(
+        f"deit_{size}_distilled_patch16_224", image_size=image_size, num_labels=num_labels, attn_implementation="sdpa"
     )
+    ours = DeiTForImageClassification(ours_config)
     theirs_timm = timm.create_model(
         f"deit_{size}_distilled_patch16_224",
         pretrained=False,
@@ -228,8 +227,8 @@ def main() -> None:
     print(
         f"# {datetime.date.today()}  {hardware}, {args.threads} threads  torch {torch.__version__}  timm "
         f"{timm.__version__}  transformers {transformers.__version__}\n# {' '.join(sys.argv)}\n"
-        f"# batch {args.batch_size}, {args.image_size} px, {args.dtype}, compile={args.compile}, {args.repeats} repeats "
-        f"x {args.steps} steps (+{args.warmup} warmup), {args.clock} clock",
+        f"# batch {args.batch_size}, {args.image_size} px, {args.dtype}, compile={args.compile}, "
+        f"{args.repeats} repeats x {args.steps} steps (+{args.warmup} warmup), {args.clock} clock",
         flush=True,
     )
     for size in args.models:

@@ -81,12 +81,11 @@ def main() -> None:
     parser = HfArgumentParser((ModelArguments, DataArguments, DeiTTrainingArguments))
     model_args, data_args, training_args = parser.parse_args_into_dataclasses()
 
-    # Streams are sharded per process here; map-style data is split by the trainer's sampler.
-    train_dataset, eval_dataset, labels = build_datasets(
-        data_args, rank=training_args.process_index, world_size=training_args.world_size, seed=training_args.seed
-    )
+    # No rank split here: with dispatch_batches off, accelerate gives each process whole shards of a stream
+    # (`IterableDataset.shard`), and the trainer's (repeated-augmentation) sampler splits map-style data.
+    train_dataset, eval_dataset, labels = build_datasets(data_args, seed=training_args.seed)
     if data_args.streaming:
-        # Each rank reads its own shards (split above); accelerate must not also dispatch rank 0's batches.
+        # Each rank reads its own shards; by default accelerate would have rank 0 read and split every batch.
         training_args.accelerator_config.dispatch_batches = False
     model = build_student(model_args, data_args, training_args, labels)
     trainer = DistillationTrainer(

@@ -13,8 +13,10 @@ all switchable with the data flags, e.g. `--mixup 0 --cutmix 0 --repeated_aug 1 
 
 from __future__ import annotations
 
+import json
 import math
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import timm
 import torch
@@ -143,6 +145,9 @@ def main() -> None:
             },
             safe_serialization=True,
         )
+        # The final accuracy next to the weights, for summaries (examples/demo.py) and the record.
+        results = {"eval_top1": accuracy, "eval_samples": len(eval_dataset), "epochs": teacher_args.epochs}
+        Path(teacher_args.output_dir, "eval_results.json").write_text(json.dumps(results, indent=2))
         print(f"eval top-1 {accuracy:.2f}%; teacher saved to {teacher_args.output_dir}")
 
 

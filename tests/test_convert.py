@@ -19,7 +19,7 @@ from hf_deit.convert import (
     to_transformers,
 )
 
-ATOL = 1e-5  # fp32, same operations in the same order: observed differences are 0.0 or ~1e-7
+ATOL = 1e-5  # fp32; the classifier skips the last block's patch-token work, so matmul shapes (and rounding) differ: ~1e-6 observed
 
 
 def perturb_(model: torch.nn.Module, seed: int = 0) -> torch.nn.Module:

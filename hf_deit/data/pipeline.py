@@ -229,7 +229,9 @@ def build_datasets(
 ) -> PreparedData:
     """Load, decode and augment the train (augmented) and eval (resize + center crop) splits.
 
-    Streaming train data is already sharded for `rank` of `world_size`, repeated `repeated_aug` times and
+    Streaming train data is sharded for `rank` of `world_size` (leave them at 0 / 1 under the Trainer: with
+    `dispatch_batches` off, accelerate itself gives each process whole shards, and splitting here as well would
+    leave each rank 1/world_size^2 of the data; pass them for a hand-written loop), repeated `repeated_aug` times and
     shuffled (call `set_epoch` each epoch to reshuffle). Map-style train data needs `repeat_aug_sampler(...)`
     for RA and rank sharding. The Trainer must run with `remove_unused_columns=False` (the transform needs the
     `image` column that the Trainer would otherwise drop) and `accelerator_config={"dispatch_batches": False}`

@@ -1,0 +1,132 @@
+"""examples/reproduce_table.py at its --smoke budget (10 train / 5 eval images per class of ../shared/data/cifar10,
+1 epoch, depth-1 models): every configuration runs, timm's TokenDistillationTask peer included, and the page, PNG
+and json are written from the same figures. A second call reuses the finished runs instead of training again.
+The figures themselves are meaningless at this budget; docs/results.md holds the real run.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import math
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+SCRIPT = REPO_ROOT / "examples" / "reproduce_table.py"
+
+
+def load_script():
+    spec = importlib.util.spec_from_file_location("reproduce_table", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def run_script(*args: str) -> str:
+    env = {**os.environ, "PYTHONPATH": str(REPO_ROOT), "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1",
+           "TRANSFORMERS_OFFLINE": "1", "OMP_NUM_THREADS": "2", "MPLBACKEND": "Agg"}
+    result = subprocess.run([sys.executable, str(SCRIPT), *args], cwd=REPO_ROOT, env=env, capture_output=True,
+                            text=True, timeout=600)
+    assert result.returncode == 0, f"reproduce_table.py failed:\n{result.stdout[-3000:]}\n{result.stderr[-5000:]}"
+    return result.stdout
+
+
+@pytest.fixture(scope="module")
+def smoke_run(shared_data, tmp_path_factory) -> tuple[Path, str, str]:
+    cifar = shared_data / "cifar10"
+    if not cifar.is_dir():
+        pytest.skip(f"{cifar} is absent")
+    out = tmp_path_factory.mktemp("table")
+    args = ("--smoke", "--dataset_name", str(cifar), "--output_dir", str(out / "runs"), "--docs_dir", str(out / "docs"))
+    first = run_script(*args)
+    second = run_script(*args)  # everything finished: must reuse, not retrain
+    return out, first, second
+
+
+def test_every_configuration_has_finite_accuracies(smoke_run):
+    out, _, _ = smoke_run
+    report = json.loads((out / "docs" / "results_cifar10.json").read_text())
+    names = [run["name"] for run in report["runs"]]
+    assert sorted(names) == sorted(load_script().DEFAULT_CONFIGURATIONS)
+    for run in report["runs"]:
+        heads = ("fused", "cls", "distillation") if run["token"] else ("fused",)
+        for head in heads:
+            value = run["top1"][head]
+            assert math.isfinite(value) and 0.0 <= value <= 100.0, (run["name"], head, value)
+        # The curve's last point is the final evaluation (one per epoch; 1 epoch here).
+        assert run["curve"] and run["curve"][-1][1] == run["top1"]["fused"]
+        assert run["wall_s"] > 0 and run["params"] > 0
+    by_name = {run["name"]: run for run in report["runs"]}
+    assert by_name["no_distillation_seed1"]["seed"] == by_name["no_distillation"]["seed"] + 1
+    assert by_name["timm_hard_token"]["architecture"].startswith("timm VisionTransformerDistilled")
+    assert by_name["hard_token_vit"]["teacher"] == "teacher_vit"
+
+
+def test_page_and_png_are_written_from_the_json(smoke_run):
+    out, _, _ = smoke_run
+    docs = out / "docs"
+    assert (docs / "results_cifar10.png").read_bytes()[:4] == b"\x89PNG"
+    page = (docs / "results.md").read_text()
+    report = json.loads((docs / "results_cifar10.json").read_text())
+    assert "![Accuracy per configuration and learning curves](results_cifar10.png)" in page
+    assert report["command"].startswith("python ") and "--smoke" in page
+    rows = [line for line in page.splitlines() if line.startswith("| ") and not line.startswith("| configuration")
+            and not line.startswith("| teacher |")]
+    assert len(rows) == len(report["runs"])  # one table row per run
+    for run in report["runs"]:
+        row = next(line for line in rows if line.startswith(f"| {run['label']} |"))
+        assert f"| {run['top1']['fused']:.1f} |" in row
+        numbers = [float(x) for x in re.findall(r"\|\s*(\d+\.\d)\s*(?=\|)", row)]
+        assert numbers and all(0.0 <= x <= 100.0 for x in numbers)
+    # Each ordering of the paper is stated with a verdict.
+    verdicts = re.findall(r"\*\*(holds|within noise|does not hold at this scale)\*\*", page)
+    assert len(verdicts) == 10
+
+
+def test_second_call_reuses_finished_runs(smoke_run):
+    out, first, second = smoke_run
+    assert "reusing" not in first
+    assert second.count("reusing") == len(load_script().DEFAULT_CONFIGURATIONS)
+    assert "] top-1" in first and "] top-1" not in second  # printed after each run that trained
+
+
+def test_verdicts_compare_against_the_seed_noise():
+    verdict = load_script()._verdict
+    assert "**holds**" in verdict("a beats b", 60.0, 55.0, noise=1.0)
+    assert "**within noise**" in verdict("a beats b", 55.5, 55.0, noise=1.0)
+    assert "**does not hold at this scale**" in verdict("a beats b", 50.0, 55.0, noise=1.0)
+    assert "not measured" in verdict("a beats b", None, 55.0, noise=1.0)
+
+
+def test_teachers_run_before_their_students():
+    module = load_script()
+    args = module.TableArguments(configurations=["hard_token_vit", "no_distillation"], output_dir="unused")
+    assert args.configurations == ["teacher_vit", "hard_token_vit", "no_distillation"]
+    args = module.TableArguments(configurations=["timm_hard_token", "teacher_cnn"], output_dir="unused")
+    assert args.configurations == ["teacher_cnn", "timm_hard_token"]
+    with pytest.raises(ValueError, match="unknown configurations"):
+        module.TableArguments(configurations=["hard_token", "mystery"])
+
+
+def test_balanced_subset_takes_every_class(tmp_path):
+    module = load_script()
+    source = tmp_path / "src"
+    for split in ("train", "test"):
+        for name in ("a", "b", "c"):
+            (source / split / name).mkdir(parents=True)
+            for index in range(4):
+                (source / split / name / f"{index}.jpg").write_bytes(b"x")
+    args = module.TableArguments(dataset_name=str(source), train_per_class=2, eval_per_class=1,
+                                 output_dir=str(tmp_path / "out"))
+    folder = module.balanced_subset(args)
+    assert sorted(p.name for p in (folder / "train" / "b").iterdir()) == ["0.jpg", "1.jpg"]
+    assert [len(list((folder / "test" / n).iterdir())) for n in ("a", "b", "c")] == [1, 1, 1]
+    args.train_per_class = 5
+    with pytest.raises(ValueError, match="fewer than the 5"):
+        module.balanced_subset(args)
