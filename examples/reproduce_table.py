@@ -32,6 +32,7 @@ import json
 import os
 import platform
 import re
+import shlex
 import shutil
 import subprocess
 import sys
@@ -112,15 +113,16 @@ class TableArguments:
     smoke: bool = field(
         default=False,
         metadata={"help": "Tiny budget for a quick check of every configuration: 10 train / 5 eval images per class, "
-                          "1 epoch, depth-1 width-32 models (overrides the sizes and epochs above)."},
+                          "1 epoch, batch 50, depth-1 width-32 DeiTs, timm's test_resnet as CNN teacher (overrides "
+                          "the sizes, epochs and teacher above)."},
     )
 
     def __post_init__(self) -> None:
         if self.smoke:
             self.train_per_class, self.eval_per_class, self.epochs, self.teacher_epochs = 10, 5, 1, 1
-            self.hidden_size, self.num_hidden_layers, self.num_attention_heads, self.batch_size = 32, 1, 2, 32
+            self.hidden_size, self.num_hidden_layers, self.num_attention_heads, self.batch_size = 32, 1, 2, 50
             self.teacher_vit_hidden_size, self.teacher_vit_num_hidden_layers = 48, 1
-            self.teacher_vit_num_attention_heads, self.teacher_cnn = 2, "resnet10t"
+            self.teacher_vit_num_attention_heads, self.teacher_cnn = 2, "test_resnet"  # timm's 0.4 M test net
         unknown = [name for name in self.configurations if name not in CONFIGURATIONS]
         if unknown:
             raise ValueError(f"unknown configurations {unknown}; choose from {list(CONFIGURATIONS)}")
@@ -133,7 +135,8 @@ class TableArguments:
         self.configurations = ordered
         if min(self.train_per_class, self.eval_per_class, self.epochs, self.teacher_epochs, self.batch_size) < 1:
             raise ValueError("sizes, epochs and batch_size must be >= 1")
-        if self.hidden_size % self.num_attention_heads or self.teacher_vit_hidden_size % self.teacher_vit_num_attention_heads:
+        if (self.hidden_size % self.num_attention_heads
+                or self.teacher_vit_hidden_size % self.teacher_vit_num_attention_heads):
             raise ValueError("hidden sizes must be divisible by their numbers of heads")
 
 
@@ -230,7 +233,7 @@ def train_hf_deit(args, name, data, data_args, run_dir: Path, seed: int) -> dict
         num_train_epochs=args.epochs, per_device_train_batch_size=args.batch_size, per_device_eval_batch_size=256,
         scale_lr=False, learning_rate=args.learning_rate, weight_decay=args.weight_decay,
         warmup_epochs=args.warmup_epochs, drop_path_rate=args.drop_path_rate, eval_strategy="epoch",
-        save_strategy="no", logging_steps=10, report_to="none", use_cpu=True, seed=seed,
+        save_strategy="no", logging_steps=10, report_to="none", seed=seed,
         dataloader_num_workers=args.num_workers,
     )
     torch.manual_seed(seed)  # the same initial weights for every run with this seed and architecture
@@ -254,12 +257,14 @@ def evaluate_timm_heads(model, loader) -> dict[str, float]:
     """Top-1 (%) of timm's distilled ViT per head: forward_features ends with the final norm; token 0 feeds
     `head`, token 1 `head_dist`; eval-mode timm returns their mean (the fused prediction)."""
     model.eval()
+    device = next(model.parameters()).device
     hits, total = {"fused": 0, "cls": 0, "distillation": 0}, 0
     for batch in loader:
-        features = model.forward_features(batch["pixel_values"])  # (batch, tokens, hidden)
+        features = model.forward_features(batch["pixel_values"].to(device))  # (batch, tokens, hidden)
         cls, dist = model.head(features[:, 0]), model.head_dist(features[:, 1])
+        labels = batch["labels"].to(device)
         for head, logits in (("fused", (cls + dist) / 2), ("cls", cls), ("distillation", dist)):
-            hits[head] += (logits.argmax(-1) == batch["labels"]).sum().item()
+            hits[head] += (logits.argmax(-1) == labels).sum().item()
         total += len(batch["labels"])
     model.train()
     return {head: 100.0 * count / total for head, count in hits.items()}
@@ -280,17 +285,20 @@ def train_timm_peer(args, name, data, data_args, run_dir: Path, seed: int) -> di
 
     _, _, _, distillation, teacher = CONFIGURATIONS[name]
     train_dataset, eval_dataset, labels = data
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")  # as the Trainer picks
     torch.manual_seed(seed)
     model = timm.create_model(
         "deit_tiny_distilled_patch16_224", pretrained=False, img_size=args.image_size, patch_size=args.patch_size,
         embed_dim=args.hidden_size, depth=args.num_hidden_layers, num_heads=args.num_attention_heads,
         num_classes=len(labels), drop_path_rate=args.drop_path_rate,
-    )
+    ).to(device)
     teacher_model = timm.create_model(f"local-dir:{Path(args.output_dir) / teacher / 'model'}", pretrained=True)
+    teacher_model.to(device)
     alpha = args.soft_alpha if distillation == "soft" else args.hard_alpha
     task = TokenDistillationTask(
         model, teacher_model, criterion=torch.nn.CrossEntropyLoss(label_smoothing=data_args.label_smoothing),
-        distill_type=distillation, task_loss_weight=1.0 - alpha, temperature=args.soft_tau, verbose=False,
+        distill_type=distillation, task_loss_weight=1.0 - alpha, temperature=args.soft_tau, device=device,
+        verbose=False,
     )
     collate = build_collator(data_args, num_classes=len(labels), train=False)  # what the Trainer gets: stack only
     generator = torch.Generator().manual_seed(seed)
@@ -306,7 +314,7 @@ def train_timm_peer(args, name, data, data_args, run_dir: Path, seed: int) -> di
     with tqdm(total=total, desc=name) as progress:
         for epoch in range(args.epochs):
             for batch in train_loader:
-                loss = task(batch["pixel_values"], batch["labels"])["loss"]
+                loss = task(batch["pixel_values"].to(device), batch["labels"].to(device))["loss"]
                 loss.backward()
                 optimizer.step()
                 scheduler.step()
@@ -320,23 +328,30 @@ def train_timm_peer(args, name, data, data_args, run_dir: Path, seed: int) -> di
 
 
 def run_all(args: TableArguments, command: str) -> list[dict]:
-    folder = balanced_subset(args)
-    data_args = data_arguments(args, folder)
-    data = tuple(build_datasets(data_args, seed=args.seed))  # built once, shared by every in-process run
+    data_args = data_arguments(args, balanced_subset(args))
+    data = None  # built once, on the first in-process run, and shared by all of them
+    # What a finished run must have been trained with to be reused (not where it is, nor which others run).
+    where = ("configurations", "output_dir", "docs_dir", "overwrite")
+    budget = {key: value for key, value in asdict(args).items() if key not in where}
     results = []
     for name in args.configurations:
         label, role, kind, distillation, teacher = CONFIGURATIONS[name]
         run_dir = Path(args.output_dir) / name
         result_file = run_dir / "result.json"
         if result_file.is_file() and not args.overwrite:
-            print(f"[{name}] reusing {result_file}")
-            results.append(json.loads(result_file.read_text()))
-            continue
+            previous = json.loads(result_file.read_text())
+            if previous.get("budget") == budget:
+                print(f"[{name}] reusing {result_file}")
+                results.append(previous)
+                continue
+            print(f"[{name}] {result_file} was trained with other settings: training again")
         shutil.rmtree(run_dir, ignore_errors=True)
         run_dir.mkdir(parents=True)
         seed = args.seed + (1 if name.endswith("_seed1") else 0)
         print(f"[{name}] {label}")
         start = time.perf_counter()
+        if name != "teacher_cnn" and data is None:
+            data = tuple(build_datasets(data_args, seed=args.seed))
         if name == "teacher_cnn":
             result = train_cnn_teacher(args, data_args, run_dir)
         elif role == "peer":
@@ -344,7 +359,9 @@ def run_all(args: TableArguments, command: str) -> list[dict]:
         else:
             result = train_hf_deit(args, name, data, data_args, run_dir, seed)
         result.update(name=name, label=label, role=role, distillation=distillation, teacher=teacher,
-                      token=kind == "distilled", seed=seed, wall_s=round(time.perf_counter() - start, 1))
+                      token=kind == "distilled", seed=seed, wall_s=round(time.perf_counter() - start, 1),
+                      load_1min=round(os.getloadavg()[0], 1),  # > cores: other work shared the machine
+                      budget=budget)
         result_file.write_text(json.dumps(result, indent=1))
         print(f"[{name}] top-1 {result['top1']} in {result['wall_s']:.0f} s")
         results.append(result)
@@ -389,7 +406,8 @@ def plot_results(runs: list[dict], path: Path) -> Path:
         if head == "cls":  # a one-head model's cls head is its fused prediction: one bar is enough
             values = [v if "distillation" in runs_by_name(runs)[n]["top1"] else None for v, n in zip(values, names)]
         ys = [i + offset for i, v in zip(y, values) if v is not None]
-        bars.barh(ys, [v for v in values if v is not None], height=width, color=colour, label=head)
+        drawn = bars.barh(ys, [v for v in values if v is not None], height=width, color=colour, label=head)
+        bars.bar_label(drawn, fmt="%.1f", fontsize=7, padding=2)
     bars.set_yticks(y, names)
     bars.set_xlabel("eval top-1 (%)")
     bars.legend(loc="lower right", fontsize=8)
@@ -418,7 +436,9 @@ def environment() -> dict[str, str]:
     import transformers
 
     device = torch.cuda.get_device_name(0) if torch.cuda.is_available() else f"{os.cpu_count()}-core CPU, no GPU"
-    return {"device": device, "platform": platform.platform(), "python": platform.python_version(),
+    load = ", ".join(f"{x:.1f}" for x in os.getloadavg())  # other work on the machine slows the runs down
+    return {"device": device, "load_average": load, "platform": platform.platform(),
+            "python": platform.python_version(),
             "torch": torch.__version__, "timm": timm.__version__, "transformers": transformers.__version__}
 
 
@@ -439,7 +459,9 @@ def render_page(report: dict, png_name: str) -> str:
         "```",
         "",
         f"- Machine: {env['device']} (torch {env['torch']}, timm {env['timm']}, transformers "
-        f"{env['transformers']}, Python {env['python']}). Total wall time of the runs: {total_s / 60:.1f} min.",
+        f"{env['transformers']}, Python {env['python']}). Total wall time of the runs: {total_s / 60:.1f} min. "
+        f"Load average (1, 5, 15 min) when the page was written: {env['load_average']}; the 1-min load at the end "
+        "of each run is in the tables (above the core count means other work shared the CPU and slowed that run).",
         f"- Data: `{settings['dataset_name']}`, the first {settings['train_per_class']} training and "
         f"{settings['eval_per_class']} `{settings['eval_split']}` images of each class, {settings['image_size']} px.",
         f"- Students: DeiT at {settings['image_size']} px, patch {settings['patch_size']}, width "
@@ -447,11 +469,13 @@ def render_page(report: dict, png_name: str) -> str:
         f"{settings['epochs']} epochs each; the transformer teacher is width {settings['teacher_vit_hidden_size']}, "
         f"depth {settings['teacher_vit_num_hidden_layers']}, same epochs; the CNN teacher is timm "
         f"`{settings['teacher_cnn']}`, {settings['teacher_epochs']} epochs.",
-        f"- Every run: batch {settings['batch_size']}, AdamW lr {settings['learning_rate']:g} (no decay on norms, "
-        f"biases, position embeddings, tokens; weight decay {settings['weight_decay']:g}), {settings['warmup_epochs']:g}"
-        f" warmup epoch(s) then cosine to 0, label smoothing 0.1, drop path {settings['drop_path_rate']:g}; hard "
-        f"distillation alpha {settings['hard_alpha']:g}; soft distillation alpha {settings['soft_alpha']:g}, tau "
-        f"{settings['soft_tau']:g} (the paper's values). Seed {settings['seed']}, one seed per configuration.",
+        f"- Every DeiT run (students, transformer teacher, timm peer): batch {settings['batch_size']}, AdamW lr "
+        f"{settings['learning_rate']:g}, weight decay {settings['weight_decay']:g} except on norms, biases, position "
+        f"embeddings and tokens, {settings['warmup_epochs']:g} warmup epoch(s) then cosine to 0, label smoothing 0.1, "
+        f"drop path {settings['drop_path_rate']:g}; hard distillation alpha {settings['hard_alpha']:g}; soft "
+        f"distillation alpha {settings['soft_alpha']:g}, tau {settings['soft_tau']:g} (the values the paper gives). "
+        "The CNN teacher: `examples/train_teacher.py` with the same data, batch, lr, schedule and label smoothing "
+        f"(that script decays all weights). Seed {settings['seed']}, one seed per configuration.",
         "- Changed from the paper's recipe, for every configuration alike, because this budget is a few epochs on a "
         "few thousand images: no RandAugment, Mixup, CutMix, random erasing or repeated augmentation (they slow "
         "convergence far more than they prevent over-fitting in so short a run), no stochastic depth, and lr "
@@ -463,20 +487,20 @@ def render_page(report: dict, png_name: str) -> str:
         "",
         "## Teachers",
         "",
-        "| teacher | architecture | parameters | epochs | top-1 (%) | wall (s) |",
-        "|---|---|---:|---:|---:|---:|",
+        "| teacher | architecture | parameters | epochs | top-1 (%) | wall (s) | load |",
+        "|---|---|---:|---:|---:|---:|---:|",
     ]
     for name in ("teacher_cnn", "teacher_vit"):
         if name in runs:
             run = runs[name]
             lines.append(f"| {run['label']} | {run['architecture']} | {run['params'] / 1e6:.2f} M | {run['epochs']} "
-                         f"| {_fmt(run['top1']['fused'])} | {run['wall_s']:.0f} |")
+                         f"| {_fmt(run['top1']['fused'])} | {run['wall_s']:.1f} | {run.get('load_1min', '–')} |")
     lines += [
         "",
         "## Students (paper Table 3 ordering; Table 5: which teacher)",
         "",
-        "| configuration | teacher | distillation | token | cls head | distillation head | fused | wall (s) |",
-        "|---|---|---|---|---:|---:|---:|---:|",
+        "| configuration | teacher | distillation | token | cls head | distillation head | fused | wall (s) | load |",
+        "|---|---|---|---|---:|---:|---:|---:|---:|",
     ]
     teacher_names = {name: f"{runs[name]['architecture']} ({_fmt(top1(name))} %)" for name in runs
                      if runs[name]["role"] == "teacher"}
@@ -484,9 +508,10 @@ def render_page(report: dict, png_name: str) -> str:
         if run["role"] == "teacher":
             continue
         lines.append(
-            f"| {run['label']} | {teacher_names.get(run['teacher'], '–')} | {run['distillation']} | {'yes' if run['token'] else 'no'} "
+            f"| {run['label']} | {teacher_names.get(run['teacher'], '–')} | {run['distillation']} "
+            f"| {'yes' if run['token'] else 'no'} "
             f"| {_fmt(run['top1'].get('cls'))} | {_fmt(run['top1'].get('distillation'))} "
-            f"| {_fmt(run['top1'].get('fused'))} | {run['wall_s']:.0f} |")
+            f"| {_fmt(run['top1'].get('fused'))} | {run['wall_s']:.1f} | {run.get('load_1min', '–')} |")
     lines += [
         "",
         "Top-1 on the evaluation images, in percent, after the last epoch. A plain DeiT has one head: its fused "
@@ -534,7 +559,9 @@ def write_report(runs: list[dict], args: TableArguments, command: str) -> list[P
 
 def main() -> None:
     (args,) = HfArgumentParser(TableArguments).parse_args_into_dataclasses()
-    command = "python " + " ".join(sys.argv)
+    script = os.path.relpath(sys.argv[0], REPO_ROOT) if Path(sys.argv[0]).resolve() == Path(__file__).resolve() \
+        else sys.argv[0]
+    command = " ".join(shlex.quote(part) for part in ["python", script, *sys.argv[1:]])
     results = run_all(args, command)
     paths = write_report(results, args, command)
     for path in paths:

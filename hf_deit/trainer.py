@@ -34,6 +34,7 @@ from .configuration_deit import PRESETS, DeiTConfig
 from .image_processing import image_processor_for
 from .losses import DistillationLoss, soft_target_cross_entropy
 from .metrics import compute_topk_metrics, topk_predictions
+from .data.collate import mix_batch
 from .modeling_deit import DeiTForImageClassification
 from .teacher import FrozenTeacher, load_teacher
 from .training_args import DeiTTrainingArguments
@@ -75,23 +76,6 @@ def prepare_student(
     if image_size is not None and image_size != model.config.image_size:
         model.resize_position_embeddings(image_size)
     return model
-
-
-def _build_mixup(data_args: Any, num_labels: int):
-    """timm's Mixup from the data arguments, or None when neither Mixup nor CutMix is on."""
-    if not data_args.mixing_enabled:
-        return None
-    from timm.data import Mixup
-
-    return Mixup(
-        mixup_alpha=data_args.mixup,
-        cutmix_alpha=data_args.cutmix,
-        prob=data_args.mixup_prob,
-        switch_prob=data_args.mixup_switch_prob,
-        mode=data_args.mixup_mode,
-        label_smoothing=data_args.label_smoothing,
-        num_classes=num_labels,
-    )
 
 
 class _EmaCallback(TrainerCallback):
@@ -143,12 +127,12 @@ class DistillationTrainer(Trainer):
         num_labels = model.config.num_labels
         mixup = None
         if data_args is not None:
-            from .data import build_collator
+            from .data import build_collator, build_mixup
 
             # Batches are stacked with integer labels and mixed on the device in compute_loss (see _mix); a
             # collator that already gives soft labels (batch, classes) is left alone.
             data_collator = data_collator or build_collator(data_args, num_classes=num_labels, train=False)
-            mixup = _build_mixup(data_args, num_labels)
+            mixup = build_mixup(data_args, num_labels)
             eval_data_collator = eval_data_collator or build_collator(data_args, num_classes=num_labels, train=False)
         if processing_class is None and isinstance(model.config, DeiTConfig):
             processing_class = image_processor_for(model.config)
@@ -262,14 +246,8 @@ class DistillationTrainer(Trainer):
         first batch differently. It also runs on the accelerator, as in timm's and the paper's training loops.
         timm's Mixup needs an even batch; an odd last image keeps its smoothed one-hot target.
         """
-        from timm.data.mixup import mixup_target
-
-        targets = mixup_target(labels, self.mixup.num_classes, lam=1.0, smoothing=self.mixup.label_smoothing)
-        pixel_values = pixel_values.clone()  # Mixup works in place; the caller's batch stays as it was
-        even = len(labels) - len(labels) % 2
-        if even >= 2:
-            _, targets[:even] = self.mixup(pixel_values[:even], labels[:even])
-        return pixel_values, targets
+        # clone: Mixup works in place, and the caller's batch stays as it was
+        return mix_batch(self.mixup, pixel_values.clone(), labels, self.mixup.num_classes, self.mixup.label_smoothing)
 
     def _check_finite(self, parts: dict[str, torch.Tensor | None]) -> None:
         if torch.isfinite(parts["loss"]).all():

@@ -7,7 +7,7 @@ repeated augmentation, rank/worker sharding, and Mixup/CutMix batching. See docs
 """
 
 from .arguments import DataArguments
-from .collate import DeiTCollator, build_collator
+from .collate import DeiTCollator, build_collator, build_mixup, mix_batch
 from .decode import BadImageCounter, BrokenImageError, TooManyBadImagesError, decode_image, to_rgb
 from .loading import (
     IMAGENET_PARQUET_ID,
@@ -39,6 +39,8 @@ __all__ = [
     "DataArguments",
     "DeiTCollator",
     "build_collator",
+    "build_mixup",
+    "mix_batch",
     "BadImageCounter",
     "BrokenImageError",
     "TooManyBadImagesError",

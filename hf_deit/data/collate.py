@@ -21,6 +21,36 @@ if TYPE_CHECKING:
     from .arguments import DataArguments
 
 
+def build_mixup(data_args: "DataArguments", num_classes: int) -> Mixup | None:
+    """timm's Mixup from the data arguments, or None when neither Mixup nor CutMix is on."""
+    if not data_args.mixing_enabled:
+        return None
+    return Mixup(
+        mixup_alpha=data_args.mixup,
+        cutmix_alpha=data_args.cutmix,
+        prob=data_args.mixup_prob,
+        switch_prob=data_args.mixup_switch_prob,
+        mode=data_args.mixup_mode,
+        label_smoothing=data_args.label_smoothing,
+        num_classes=num_classes,
+    )
+
+
+def mix_batch(
+    mixup: Mixup | None, pixel_values: torch.Tensor, labels: torch.Tensor, num_classes: int, label_smoothing: float
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Soft targets (batch, num_classes) for integer `labels`, mixing `pixel_values` in place when `mixup` is given.
+
+    timm's Mixup needs an even batch: the even part is mixed, a leftover last image keeps its smoothed one-hot row.
+    """
+    targets = mixup_target(labels, num_classes, lam=1.0, smoothing=label_smoothing)
+    even = len(labels) - len(labels) % 2
+    if mixup is not None and even >= 2:
+        # pixel_values[:even] is a view: Mixup's in-place mixing updates the caller's tensor.
+        _, targets[:even] = mixup(pixel_values[:even], labels[:even])
+    return pixel_values, targets
+
+
 class DeiTCollator:
     """`examples` ({"pixel_values": Tensor[3,H,W] or None, "labels": int, ...}) -> {"pixel_values", "labels"}.
 
@@ -54,9 +84,6 @@ class DeiTCollator:
             )
         self.soft_targets = self.mixup is not None or label_smoothing > 0
 
-    def _smoothed_one_hot(self, labels: torch.Tensor) -> torch.Tensor:
-        return mixup_target(labels, self.num_classes, lam=1.0, smoothing=self.label_smoothing)
-
     def __call__(self, examples: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
         kept = [example for example in examples if example["pixel_values"] is not None]
         if not kept:
@@ -67,11 +94,7 @@ class DeiTCollator:
         labels = torch.tensor([int(example["labels"]) for example in kept], dtype=torch.long)
         if not self.soft_targets:
             return {"pixel_values": pixel_values, "labels": labels}
-        targets = self._smoothed_one_hot(labels)
-        even = len(kept) - len(kept) % 2
-        if self.mixup is not None and even >= 2:
-            # Mixup mixes its input in place; pixel_values[:even] is a view, so the batch tensor is updated.
-            _, targets[:even] = self.mixup(pixel_values[:even], labels[:even])
+        pixel_values, targets = mix_batch(self.mixup, pixel_values, labels, self.num_classes, self.label_smoothing)
         return {"pixel_values": pixel_values, "labels": targets}
 
 
