@@ -350,11 +350,14 @@ def push_model_to_hub(
 
     api = HfApi(library_name="hf_deit", library_version=__version__)
     repo_id = api.create_repo(repo_id, private=private, token=token, exist_ok=True).repo_id
-    source_dir = Path(str(getattr(model.config, "name_or_path", "") or ""))
+    # A model loaded from a saved folder (a run's output_dir) has its card there. An unsaved model has an empty
+    # name_or_path, which must not resolve to the current directory and pick up whatever README.md lies there.
+    name_or_path = str(getattr(model.config, "name_or_path", "") or "")
+    source_dir = Path(name_or_path) if name_or_path and (Path(name_or_path) / "config.json").is_file() else None
     with tempfile.TemporaryDirectory() as folder:
         model.save_pretrained(folder, max_shard_size=max_shard_size)
         (image_processor or image_processor_for(model.config)).save_pretrained(folder)
-        if card is None and (source_dir / "README.md").is_file():
+        if card is None and source_dir is not None and (source_dir / "README.md").is_file():
             card = ModelCard.load(source_dir / "README.md")
             if (source_dir / CURVES_FILENAME).is_file():
                 shutil.copy(source_dir / CURVES_FILENAME, folder)
