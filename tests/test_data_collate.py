@@ -1,10 +1,12 @@
 """Transforms follow DeiT's recipe through timm; Mixup/CutMix targets sum to 1 and reduce to label-smoothed one-hot."""
 
-import pytest
+import random
+
 import numpy as np
+import pytest
 import torch
 from PIL import Image
-from timm.data import RandomResizedCropAndInterpolation
+from timm.data import RandomResizedCropAndInterpolation, create_transform
 from timm.data.auto_augment import RandAugment
 from timm.data.random_erasing import RandomErasing
 from torchvision import transforms
@@ -18,6 +20,7 @@ from hf_deit.data import (
     build_eval_transform,
     build_train_transform,
 )
+from hf_deit.data.transforms import ToNormalizedTensor
 
 NUM_CLASSES = 10
 
@@ -39,9 +42,38 @@ def test_default_train_transform_is_deits_recipe():
     assert transforms.ColorJitter not in kinds  # timm (and the paper's run) skip colour jitter under RandAugment
     erasing = steps[kinds.index(RandomErasing)]
     assert (erasing.probability, erasing.mode) == (0.25, "pixel")
-    normalize = steps[kinds.index(transforms.Normalize)]
-    assert normalize.mean.tolist() == pytest.approx(list(IMAGENET_MEAN))
-    assert normalize.std.tolist() == pytest.approx(list(IMAGENET_STD))
+    normalize = steps[kinds.index(ToNormalizedTensor)]  # timm's ToTensor + Normalize, fused
+    assert normalize.mean.flatten().tolist() == pytest.approx(list(IMAGENET_MEAN))
+    assert normalize.std.flatten().tolist() == pytest.approx(list(IMAGENET_STD))
+
+
+@pytest.mark.parametrize("train", [True, False])
+def test_transforms_give_timms_tensors_bit_for_bit(imagenet_photos, train):
+    """Our transform (fused ToTensor + Normalize) against timm's create_transform with the same recipe and seed."""
+    timm_transform = create_transform(
+        224, is_training=train, auto_augment="rand-m9-mstd0.5-inc1", interpolation="bicubic", re_prob=0.25,
+        re_mode="pixel", crop_pct=0.875, mean=IMAGENET_MEAN, std=IMAGENET_STD,
+    )
+    ours = (build_train_transform if train else build_eval_transform)(DataArguments())
+    for path, _ in imagenet_photos[:6]:
+        image = Image.open(path).convert("RGB")
+        for seed in range(3):
+            random.seed(seed), torch.manual_seed(seed), np.random.seed(seed)
+            expected = timm_transform(image)
+            random.seed(seed), torch.manual_seed(seed), np.random.seed(seed)
+            assert torch.equal(ours(image), expected)
+
+
+def test_to_normalized_tensor_equals_to_tensor_then_normalize(imagenet_photos):
+    rgb = Image.open(imagenet_photos[0][0]).convert("RGB").crop((3, 5, 203, 150))  # odd, non-square size
+    for image, mean, std in ((rgb, IMAGENET_MEAN, IMAGENET_STD), (np.asarray(rgb), IMAGENET_MEAN, IMAGENET_STD),
+                             (rgb.convert("L"), (0.45,), (0.226,))):
+        reference = transforms.Compose([transforms.ToTensor(), transforms.Normalize(mean, std)])
+        out = ToNormalizedTensor(mean, std)(image)
+        assert out.is_contiguous() and torch.equal(out, reference(image))
+    tensor = torch.rand(3, 7, 9)  # tensors are normalised only, as timm's MaybeToTensor + Normalize do
+    assert torch.equal(ToNormalizedTensor(IMAGENET_MEAN, IMAGENET_STD)(tensor),
+                       transforms.Normalize(IMAGENET_MEAN, IMAGENET_STD)(tensor))
 
 
 def test_eval_transform_resizes_by_one_over_0875_and_center_crops(imagenet_photos):

@@ -1,5 +1,7 @@
 """The model's own properties: heads and fusion, attention kernels, checkpointing, stochastic depth, sizes, loss, init."""
 
+import math
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -158,6 +160,22 @@ def test_tokens_and_position_embeddings_start_trunc_normal():
     assert 0.018 < pos.std().item() < 0.022 and abs(pos.mean().item()) < 0.002
     # distinct draws, not one shared value
     assert not torch.equal(embeddings.cls_token, embeddings.distillation_token)
+
+
+def test_patch_embedding_conv_starts_at_pytorch_default_like_the_papers_code(tmp_path):
+    """The paper's code leaves the patch-embedding conv at nn.Conv2d's default init: uniform(+-1/sqrt(fan_in))
+    for weight and bias; linears are trunc-normal(0.02). A saved model loads its conv back untouched."""
+    model = tiny_model(hidden_size=192, num_attention_heads=3, image_size=64)
+    conv = model.deit.embeddings.patch_embeddings.projection
+    bound = 1 / math.sqrt(conv.weight[0].numel())
+    for tensor in (conv.weight, conv.bias):
+        assert tensor.abs().max().item() <= bound
+        assert 0.9 * bound / math.sqrt(3) < tensor.std().item() < 1.1 * bound / math.sqrt(3)  # uniform's std
+    linear = model.deit.layers[0].mlp.fc1
+    assert 0.018 < linear.weight.std().item() < 0.022 and linear.bias.abs().sum() == 0
+    model.save_pretrained(tmp_path)
+    reloaded = type(model).from_pretrained(tmp_path)
+    assert torch.equal(reloaded.deit.embeddings.patch_embeddings.projection.weight, conv.weight)
 
 
 def test_return_dict_false_gives_a_tuple():

@@ -7,6 +7,9 @@ whenever RandAugment is on; we keep that (`force_color_jitter` turns it on).
 
 Evaluation: resize the short side to int(image_size / 0.875) (bicubic) -> center crop -> normalise.
 
+Both end with `ToNormalizedTensor` in place of timm's ToTensor + Normalize: the same float operations, so the
+same tensor bit for bit, in about a tenth of the time (the two steps were ~40% of the training transform on CPU).
+
 Small images (image_size <= 32, CIFAR-like): a 0.08-area crop of a 32 px image is a few pixels, so training uses
 the usual CIFAR reflect-padded RandomCrop instead of RandomResizedCrop (timm's flip, RandAugment and erasing
 are kept), and evaluation uses crop_pct 1.0 (no 1/0.875 up-resize).
@@ -15,12 +18,14 @@ are kept), and evaluation uses crop_pct 1.0 (no 1/0.875 up-resize).
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING, Callable
+from typing import TYPE_CHECKING, Any, Callable, Sequence
 
+import numpy as np
+import torch
 from PIL import Image
 from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD, create_transform
 from timm.data.auto_augment import AugmentOp, posterize
-from timm.data.transforms import str_to_interp_mode
+from timm.data.transforms import MaybeToTensor, str_to_interp_mode
 from timm.data.transforms_factory import transforms_imagenet_train
 from torchvision import transforms
 
@@ -57,6 +62,52 @@ def fix_timm_posterize(transform: Callable) -> Callable:
     return transform
 
 
+class ToNormalizedTensor:
+    """PIL RGB/L image (or uint8 HWC array) -> normalised float tensor [C, H, W]: torchvision's `ToTensor` then
+    `Normalize(mean, std)` in one step.
+
+    The arithmetic is theirs, in their order (x / 255, then - mean, then / std, in float32), so the output is
+    bit-identical; what is saved is torchvision's uint8 HWC->CHW permute copy and the intermediate tensors. One
+    contiguous uint8->float32 transposing copy does the layout change. Anything else (tensors, 16-bit or
+    float images) goes through torchvision's own two steps.
+    """
+
+    def __init__(self, mean: Sequence[float] | torch.Tensor, std: Sequence[float] | torch.Tensor) -> None:
+        self.mean = torch.as_tensor(mean, dtype=torch.float32).view(-1, 1, 1)  # (C, 1, 1): broadcasts over H, W
+        self.std = torch.as_tensor(std, dtype=torch.float32).view(-1, 1, 1)
+        self._slow = transforms.Compose([MaybeToTensor(), transforms.Normalize(self.mean.flatten(), self.std.flatten())])
+
+    def __call__(self, image: Any) -> torch.Tensor:
+        if isinstance(image, Image.Image) and image.mode in ("RGB", "L"):
+            array = np.asarray(image)
+        elif isinstance(image, np.ndarray) and image.dtype == np.uint8 and image.ndim in (2, 3):
+            array = image
+        else:
+            return self._slow(image)
+        if array.ndim == 2:
+            array = array[:, :, None]  # (H, W) -> (H, W, 1)
+        chw = array.transpose(2, 0, 1).astype(np.float32, order="C")  # (H, W, C) uint8 -> (C, H, W) float32
+        return torch.from_numpy(chw).div_(255).sub_(self.mean).div_(self.std)
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(mean={self.mean.flatten().tolist()}, std={self.std.flatten().tolist()})"
+
+
+def fuse_to_tensor_normalize(transform: transforms.Compose) -> transforms.Compose:
+    """Replace each ToTensor/MaybeToTensor directly followed by Normalize in `transform` (nested Composes too)
+    with one `ToNormalizedTensor` (in place; returned)."""
+    steps = transform.transforms
+    for index in range(len(steps)):
+        if isinstance(steps[index], transforms.Compose):
+            fuse_to_tensor_normalize(steps[index])
+    for index in range(len(steps) - 1):
+        first, second = steps[index], steps[index + 1]
+        if isinstance(first, (MaybeToTensor, transforms.ToTensor)) and isinstance(second, transforms.Normalize):
+            steps[index : index + 2] = [ToNormalizedTensor(second.mean, second.std)]
+            break
+    return transform
+
+
 def build_train_transform(args: DataArguments) -> Callable:
     """The training transform: PIL RGB image -> normalised float tensor [3, image_size, image_size]."""
     # timm's create_transform(is_training=True) calls this; we call it directly for `force_color_jitter`.
@@ -83,19 +134,19 @@ def build_train_transform(args: DataArguments) -> Callable:
         if args.hflip > 0:
             steps.append(transforms.RandomHorizontalFlip(args.hflip))
         primary = transforms.Compose(steps)
-    return fix_timm_posterize(transforms.Compose([primary, secondary, final]))
+    return fuse_to_tensor_normalize(fix_timm_posterize(transforms.Compose([primary, secondary, final])))
 
 
 def build_eval_transform(args: DataArguments) -> Callable:
     """The evaluation transform: resize to image_size / eval_crop_pct, center crop, normalise."""
-    return create_transform(
+    return fuse_to_tensor_normalize(create_transform(
         input_size=args.image_size,
         is_training=False,
         interpolation="bicubic" if args.interpolation == "random" else args.interpolation,
         crop_pct=args.eval_crop_pct,
         mean=IMAGENET_MEAN,
         std=IMAGENET_STD,
-    )
+    ))
 
 
 def draft_size(args: DataArguments, train: bool) -> int | None:
