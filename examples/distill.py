@@ -113,6 +113,7 @@ def main() -> None:
     trainer.create_model_card()  # README.md + training_curves.png in output_dir
     if training_args.push_to_hub:
         trainer.push_to_hub()
+    trainer.accelerator.end_training()  # ends trackers and tears the process group down before interpreter exit
 
 
 if __name__ == "__main__":
