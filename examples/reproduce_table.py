@@ -28,6 +28,7 @@ page is generated from).
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import os
@@ -389,12 +390,8 @@ def summarize(seed_runs: list[dict]) -> dict:
 
 def run_all(args: TableArguments, command: str) -> list[dict]:
     data_args = data_arguments(args, balanced_subset(args))
-    cache: list = []  # the datasets, built once on the first in-process run and shared by all of them
-
-    def data():
-        if not cache:
-            cache.append(tuple(build_datasets(data_args, seed=args.seeds[0])))
-        return cache[0]
+    # The datasets, built on the first in-process run (not for a CNN teacher only) and shared by all of them.
+    data = functools.cache(lambda: tuple(build_datasets(data_args, seed=args.seeds[0])))
 
     # What a finished run must have been trained with to be reused (not where it is, nor which others run).
     where = ("configurations", "output_dir", "docs_dir", "overwrite", "seeds")

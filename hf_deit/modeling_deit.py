@@ -281,7 +281,8 @@ class DeiTPreTrainedModel(PreTrainedModel):
         # The paper's code (timm 0.3 VisionTransformer + DistilledVisionTransformer): linears and the three
         # embeddings trunc-normal(0.02), LayerNorms ones/zeros, and the patch-embedding conv left at PyTorch's
         # default (uniform, bound 1/sqrt(fan_in): std ~0.08 for 4x4x3 patches, 4x the 0.02 transformers' port
-        # uses). That conv init measured +0.6 top-1 (3 seeds) in the 6-epoch CIFAR-10 table (docs/results.md).
+        # uses). That conv init measured +0.6 top-1 (3 seeds) in the 6-epoch CIFAR-10 table (docs/method.md,
+        # benchmarks/init_study.py).
         std = self.config.initializer_range
         if isinstance(module, nn.Linear):
             init.trunc_normal_(module.weight, mean=0.0, std=std)

@@ -8,7 +8,8 @@ whenever RandAugment is on; we keep that (`force_color_jitter` turns it on).
 Evaluation: resize the short side to int(image_size / 0.875) (bicubic) -> center crop -> normalise.
 
 Both end with `ToNormalizedTensor` in place of timm's ToTensor + Normalize: the same float operations, so the
-same tensor bit for bit, in about a tenth of the time (the two steps were ~40% of the training transform on CPU).
+same tensor bit for bit, several times faster; on this project's 2-core CPU the whole training transform got
+~1.15x faster per 224 px image (docs/benchmarks.md).
 
 Small images (image_size <= 32, CIFAR-like): a 0.08-area crop of a 32 px image is a few pixels, so training uses
 the usual CIFAR reflect-padded RandomCrop instead of RandomResizedCrop (timm's flip, RandAugment and erasing
@@ -94,8 +95,8 @@ class ToNormalizedTensor:
 
 
 def fuse_to_tensor_normalize(transform: transforms.Compose) -> transforms.Compose:
-    """Replace each ToTensor/MaybeToTensor directly followed by Normalize in `transform` (nested Composes too)
-    with one `ToNormalizedTensor` (in place; returned)."""
+    """Replace the first ToTensor/MaybeToTensor directly followed by Normalize in `transform`, and in each nested
+    Compose, with one `ToNormalizedTensor` (in place; returned)."""
     steps = transform.transforms
     for index in range(len(steps)):
         if isinstance(steps[index], transforms.Compose):

@@ -157,8 +157,7 @@ def main() -> None:
     # Tear gloo down explicitly: left to interpreter exit, one rank now and then aborted with "terminate called
     # without an active exception" after all its work was done (seen once in ~5 clean-clone CI runs).
     trainer.accelerator.wait_for_everyone()
-    if torch.distributed.is_initialized():
-        torch.distributed.destroy_process_group()
+    trainer.accelerator.end_training()  # as examples/distill.py ends
 
 
 if __name__ == "__main__":
