@@ -1,16 +1,19 @@
 """Decoded + augmented training images per second per DataLoader worker: hf_deit.data vs a plain baseline.
 
     .venv/bin/python benchmarks/bench_data.py                       # ../shared/data/imagenet-sample, 1 and 2 workers
-    .venv/bin/python benchmarks/bench_data.py --num-images 200 --workers 1 --repeats 3
+    .venv/bin/python benchmarks/bench_data.py --num-images 200 --workers 1 --repeats 3   # a quick look
 
 Baseline: torchvision `ImageFolder` + timm `create_transform` with the same DeiT training recipe (RRC bicubic, flip,
 RandAugment rand-m9-mstd0.5-inc1, random erasing 0.25 pixel) and torch's default collate.
 Ours: `build_datasets` on the same folder and images (map-style: datasets Arrow table of paths, `Image(decode=False)`,
 our robust decoder, the same timm transform) and `DeiTCollator` without mixing (mixing is not part of the baseline),
 plus the streaming path from `hf-deit shard` parquet shards (one shard per worker).
-Variants run interleaved, `--repeats` full passes each; the medians and the ratio ours / baseline are printed,
-for the whole pass and for the steady state after the first batch (each pass's start-up excluded), with the time
-to the first batch.
+Variants run interleaved in rounds (one full pass of each per round, `--repeats` rounds). Ratios ours / baseline
+are taken within each round and summarised by their median and range: this machine's speed drifts by 10-20% over
+minutes (other tenants), and pairing passes that ran seconds apart cancels most of that drift, where a ratio of
+two medians would not. Printed per variant: whole-pass rate, steady rate after the first batch (each pass's
+start-up excluded), time to the first batch, and the workers' CPU time per image (from the OS's accounting of
+the finished worker processes: what a worker spends per image, less sensitive to waiting than wall time).
 The one-time work (datasets' Arrow table, the image validation scan, sharding) is done before timing.
 """
 
@@ -19,9 +22,11 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import resource
 import statistics
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -60,13 +65,23 @@ def ours_args(source: Path, num_images: int, image_size: int, streaming: bool, c
     )
 
 
-def images_per_second(dataset, workers: int, batch_size: int, collate_fn=None) -> tuple[float, float, float]:
-    """One full pass: (images/s over the whole pass, images/s after the first batch, seconds to the first batch).
+@dataclass
+class Pass:
+    whole: float  # images/s over the whole pass
+    steady: float  # images/s after the first batch
+    first_batch: float  # seconds from the start to the first batch
+    worker_ms: float  # DataLoader workers' CPU milliseconds per image
+
+
+def one_pass(dataset, workers: int, batch_size: int, collate_fn=None) -> Pass:
+    """One full pass over `dataset` through a fresh DataLoader (fresh workers, as in every training epoch).
 
     The whole-pass rate counts each pass's start-up (workers, opening files or shards): on a few hundred images
     that is a large share, while a training epoch over ImageNet pays it once per 1.28 M images. The rate after
     the first batch is the steady state that decides an epoch's length."""
-    loader = torch.utils.data.DataLoader(dataset, batch_size=batch_size, num_workers=workers, collate_fn=collate_fn)
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    loader = iter(torch.utils.data.DataLoader(dataset, batch_size=batch_size, num_workers=workers,
+                                              collate_fn=collate_fn))
     start, count, first = time.perf_counter(), 0, None
     for batch in loader:
         size = len(batch["pixel_values"] if isinstance(batch, dict) else batch[0])
@@ -74,18 +89,25 @@ def images_per_second(dataset, workers: int, batch_size: int, collate_fn=None) -
             first, first_size = time.perf_counter(), size
         count += size
     end = time.perf_counter()
+    del loader  # the workers have been joined at the end of the pass, so their CPU time is now accounted
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = (after.ru_utime + after.ru_stime) - (before.ru_utime + before.ru_stime)
     steady = (count - first_size) / (end - first) if count > first_size else float("nan")
-    return count / (end - start), steady, first - start
+    return Pass(count / (end - start), steady, first - start, 1000 * cpu / count if workers else float("nan"))
+
+
+def _ratio_summary(ratios: list[float]) -> str:
+    return f"{statistics.median(ratios):4.2f}x ({min(ratios):.2f}-{max(ratios):.2f})"
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", type=Path, default=DEFAULT_DATA, help="ImageNet-layout folder with val/<wnid>/")
-    parser.add_argument("--num-images", type=int, default=400)
+    parser.add_argument("--num-images", type=int, default=1000, help="first N images (imagenet-sample has 1,000)")
     parser.add_argument("--image-size", type=int, default=224)
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--workers", type=int, nargs="+", default=[1, 2])
-    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--repeats", type=int, default=7, help="rounds of interleaved passes")
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
     datasets.disable_progress_bars()
@@ -110,21 +132,26 @@ def main() -> None:
                                                        do_eval=False).train_dataset, DeiTCollator(1000)),
         }
         print(f"{args.num_images} images from {args.data}, {args.image_size}px DeiT train transform, "
-              f"batch {args.batch_size}, {args.repeats} interleaved passes, torch {torch.__version__}, "
-              f"{os.cpu_count()} CPUs")
+              f"batch {args.batch_size}, {args.repeats} rounds of interleaved passes, torch {torch.__version__}, "
+              f"{os.cpu_count()} CPUs. Ratios: ours / baseline within each round, median (min-max) over rounds.")
+        baseline = "baseline (ImageFolder)"
         for workers in args.workers:
-            passes: dict[str, list[tuple[float, float, float]]] = {name: [] for name in variants}
+            passes: dict[str, list[Pass]] = {name: [] for name in variants}
             for _ in range(args.repeats):
                 for name, (dataset, collate_fn) in variants.items():
-                    passes[name].append(images_per_second(dataset, workers, args.batch_size, collate_fn))
-            base = [statistics.median(p[i] for p in passes["baseline (ImageFolder)"]) for i in range(2)]
-            for name, values in passes.items():
-                whole, steady, first = (statistics.median(p[i] for p in values) for i in range(3))
-                print(f"workers={workers}  {name:26s} whole pass {whole:6.1f} img/s ({whole / max(workers, 1):5.1f}"
-                      f"/worker) ratio {whole / base[0]:4.2f}x | after 1st batch {steady:6.1f} img/s ratio "
-                      f"{steady / base[1]:4.2f}x | 1st batch {first:4.2f} s  (whole-pass runs: "
-                      f"{', '.join(f'{p[0]:.0f}' for p in values)})")
-
+                    passes[name].append(one_pass(dataset, workers, args.batch_size, collate_fn))
+            for name, runs in passes.items():
+                paired = list(zip(runs, passes[baseline]))
+                whole = statistics.median(run.whole for run in runs)
+                line = (f"workers={workers}  {name:24s} whole pass {whole:6.1f} img/s ({whole / max(workers, 1):5.1f}"
+                        f"/worker), 1st batch {statistics.median(run.first_batch for run in runs):4.2f} s, worker CPU "
+                        f"{statistics.median(run.worker_ms for run in runs):5.2f} ms/img")
+                if name != baseline:
+                    line += (f" | ratio whole {_ratio_summary([o.whole / b.whole for o, b in paired])}, after 1st batch "
+                             f"{_ratio_summary([o.steady / b.steady for o, b in paired])}, per worker-CPU-second "
+                             f"{_ratio_summary([b.worker_ms / o.worker_ms for o, b in paired])}")
+                print(line)
+                print(f"    whole-pass runs (img/s): {', '.join(f'{run.whole:.0f}' for run in runs)}")
 
 if __name__ == "__main__":
     main()

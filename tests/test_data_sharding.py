@@ -18,7 +18,9 @@ from hf_deit.data import (
     load_image_dataset,
     prepare_dataset,
     repeat_aug_sampler,
+    shard_dataset,
 )
+from hf_deit.data.shards import ROW_GROUP_SIZE
 
 NUM_SHARDS, PER_SHARD, NUM_CLASSES = 4, 6, 3
 ALL_KEYS = {f"s{shard}-e{example}" for shard in range(NUM_SHARDS) for example in range(PER_SHARD)}
@@ -125,3 +127,23 @@ def test_repeat_aug_sampler_paper_epoch_keeps_epoch_length():
     sampler = repeat_aug_sampler(list(range(12)), num_repeats=3, num_replicas=1, full_epoch=False)
     indices = list(sampler)
     assert len(indices) == 12 and all(indices.count(i) == 3 for i in set(indices)) and len(set(indices)) == 4
+
+
+def test_parquet_shards_keep_image_bytes_plain_in_small_row_groups(tmp_path):
+    """`hf-deit shard` writes image bytes without dictionary encoding, in row groups of ROW_GROUP_SIZE images:
+    the two choices that keep a worker's first read short (see shards.py). pyarrow's default would dictionary-
+    encode the bytes column in one large row group, which a regression to `pq.write_table` defaults brings back."""
+    rng = np.random.default_rng(0)
+    for index in range(ROW_GROUP_SIZE + 5):
+        path = tmp_path / "src" / "train" / f"c{index % 2}" / f"{index}.png"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        PILImage.fromarray(rng.integers(0, 255, (8, 8, 3), dtype=np.uint8)).save(path)
+    (written,) = shard_dataset(tmp_path / "src", tmp_path / "out", num_shards=1)
+    metadata = pq.ParquetFile(written).metadata
+    assert [metadata.row_group(i).num_rows for i in range(metadata.num_row_groups)] == [ROW_GROUP_SIZE, 5]
+    columns = {metadata.row_group(0).column(i).path_in_schema: metadata.row_group(0).column(i)
+               for i in range(metadata.num_columns)}
+    assert not columns["image.bytes"].has_dictionary_page
+    assert "RLE_DICTIONARY" not in columns["image.bytes"].encodings
+    stream = load_image_dataset(str(tmp_path / "out"), "train", streaming=True)
+    assert sum(1 for _ in stream) == ROW_GROUP_SIZE + 5

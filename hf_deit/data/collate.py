@@ -22,19 +22,43 @@ if TYPE_CHECKING:
     from .arguments import DataArguments
 
 
-def build_mixup(data_args: "DataArguments", num_classes: int) -> Mixup | None:
-    """timm's Mixup from the data arguments, or None when neither Mixup nor CutMix is on."""
-    if not data_args.mixing_enabled:
+def timm_mixup(
+    num_classes: int,
+    mixup_alpha: float = 0.0,
+    cutmix_alpha: float = 0.0,
+    mixup_prob: float = 1.0,
+    switch_prob: float = 0.5,
+    mode: str = "batch",
+    label_smoothing: float = 0.0,
+) -> Mixup | None:
+    """timm's Mixup, or None when it would mix nothing (no alpha set, or probability 0)."""
+    if mixup_prob <= 0 or (mixup_alpha <= 0 and cutmix_alpha <= 0):
         return None
     return Mixup(
+        mixup_alpha=mixup_alpha,
+        cutmix_alpha=cutmix_alpha,
+        prob=mixup_prob,
+        switch_prob=switch_prob,
+        mode=mode,
+        label_smoothing=label_smoothing,
+        num_classes=num_classes,
+    )
+
+
+def _mixup_kwargs(data_args: "DataArguments") -> dict[str, Any]:
+    return dict(
         mixup_alpha=data_args.mixup,
         cutmix_alpha=data_args.cutmix,
-        prob=data_args.mixup_prob,
+        mixup_prob=data_args.mixup_prob,
         switch_prob=data_args.mixup_switch_prob,
         mode=data_args.mixup_mode,
         label_smoothing=data_args.label_smoothing,
-        num_classes=num_classes,
     )
+
+
+def build_mixup(data_args: "DataArguments", num_classes: int) -> Mixup | None:
+    """timm's Mixup from the data arguments, or None when neither Mixup nor CutMix is on."""
+    return timm_mixup(num_classes, **_mixup_kwargs(data_args))
 
 
 def mix_batch(
@@ -72,17 +96,7 @@ class DeiTCollator:
     ) -> None:
         self.num_classes = num_classes
         self.label_smoothing = label_smoothing
-        self.mixup: Mixup | None = None
-        if mixup_prob > 0 and (mixup_alpha > 0 or cutmix_alpha > 0):
-            self.mixup = Mixup(
-                mixup_alpha=mixup_alpha,
-                cutmix_alpha=cutmix_alpha,
-                prob=mixup_prob,
-                switch_prob=switch_prob,
-                mode=mode,
-                label_smoothing=label_smoothing,
-                num_classes=num_classes,
-            )
+        self.mixup = timm_mixup(num_classes, mixup_alpha, cutmix_alpha, mixup_prob, switch_prob, mode, label_smoothing)
         self.soft_targets = self.mixup is not None or label_smoothing > 0
 
     def __call__(self, examples: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
@@ -105,12 +119,4 @@ def build_collator(data_args: DataArguments, num_classes: int, train: bool) -> D
     """The training collator (Mixup/CutMix/smoothing from `data_args`) or the evaluation one (integer labels)."""
     if not train:
         return DeiTCollator(num_classes)
-    return DeiTCollator(
-        num_classes,
-        mixup_alpha=data_args.mixup,
-        cutmix_alpha=data_args.cutmix,
-        mixup_prob=data_args.mixup_prob,
-        switch_prob=data_args.mixup_switch_prob,
-        mode=data_args.mixup_mode,
-        label_smoothing=data_args.label_smoothing,
-    )
+    return DeiTCollator(num_classes, **_mixup_kwargs(data_args))

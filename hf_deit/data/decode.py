@@ -25,6 +25,10 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 
 logger = logging.getLogger(__name__)
 
+# Load Pillow's common format plugins (JPEG, PNG, ...) now, in the process that starts the DataLoader workers:
+# forked workers inherit them instead of each importing them at its first image, every epoch (~45 ms a worker).
+Image.preinit()
+
 # What Pillow raises on bad input. SyntaxError and struct/ValueError come from some plugins' header parsers.
 DECODE_ERRORS = (
     UnidentifiedImageError,

@@ -28,7 +28,9 @@ from .loading import SPLIT_ALIASES, find_class_index_file, read_class_index
 logger = logging.getLogger(__name__)
 
 IMAGE_SUFFIXES = {".jpeg", ".jpg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm"}
-ROW_GROUP_SIZE = 256  # images per parquet row group: the unit a streaming reader fetches
+# Images per parquet row group: the unit a streaming reader fetches (datasets reads one whole row group per step), so
+# it sets the memory per read and the wait for a worker's first batch. 64 images of ImageNet size are ~7 MB.
+ROW_GROUP_SIZE = 64
 
 
 def _class_dirs(split_dir: Path) -> list[Path]:
@@ -56,7 +58,11 @@ def _list_examples(split_dir: Path, class_ids: dict[str, int]) -> list[tuple[Pat
 
 def _write_parquet(path: Path, examples: list[tuple[Path, int]], features: Features, root: Path) -> None:
     schema = features.arrow_schema  # carries datasets' feature metadata, so ClassLabel names survive
-    with pq.ParquetWriter(path, schema) as writer:
+    # No dictionary encoding for the image bytes (pyarrow's default tries it on every column): every value is
+    # unique, so it saves nothing, and reading such a row group back in a fresh process was several times slower.
+    # Measured on a 500-image ImageNet shard: 0.25-0.76 s to the first 256-row group with it, 0.09 s without,
+    # 0.04-0.05 s for a 64-row group.
+    with pq.ParquetWriter(path, schema, use_dictionary=["label"]) as writer:
         for start in range(0, len(examples), ROW_GROUP_SIZE):
             chunk = examples[start:start + ROW_GROUP_SIZE]
             table = pa.Table.from_pydict({

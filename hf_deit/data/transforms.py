@@ -8,8 +8,8 @@ whenever RandAugment is on; we keep that (`force_color_jitter` turns it on).
 Evaluation: resize the short side to int(image_size / 0.875) (bicubic) -> center crop -> normalise.
 
 Both end with `ToNormalizedTensor` in place of timm's ToTensor + Normalize: the same float operations, so the
-same tensor bit for bit, several times faster; on this project's 2-core CPU the whole training transform got
-~1.15x faster per 224 px image (docs/benchmarks.md).
+same tensor bit for bit, about twice as fast (0.24 vs 0.45 ms per 224 px image on this project's 2-core CPU,
+where the rest of the training transform takes ~5 ms; docs/benchmarks.md).
 
 Small images (image_size <= 32, CIFAR-like): a 0.08-area crop of a 32 px image is a few pixels, so training uses
 the usual CIFAR reflect-padded RandomCrop instead of RandomResizedCrop (timm's flip, RandAugment and erasing
