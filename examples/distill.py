@@ -26,7 +26,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from transformers import HfArgumentParser
+from transformers import HfArgumentParser, set_seed
 
 from hf_deit import DeiTConfig, DeiTForImageClassification, DeiTTrainingArguments
 from hf_deit.configuration_deit import FUSIONS
@@ -87,6 +87,9 @@ def main() -> None:
     if data_args.streaming:
         # Each rank reads its own shards; by default accelerate would have rank 0 read and split every batch.
         training_args.accelerator_config.dispatch_batches = False
+    # Seed before the student exists: the Trainer seeds only in its __init__, after the weights were drawn, so
+    # the same command would start from different weights each run.
+    set_seed(training_args.seed)
     model = build_student(model_args, data_args, training_args, labels)
     trainer = DistillationTrainer(
         model=model,

@@ -145,3 +145,26 @@ def test_card_reports_the_run(student_run, teacher_run):
     assert f"Teacher: `{teacher_run[0].name}` (a local checkpoint)" in card.text
     assert str(teacher_run[0].parent) not in card.text
     assert (folder / "training_curves.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_same_command_same_weights(cifar_subset, teacher_run, tmp_path_factory):
+    """Two runs of one distill.py command (same --seed) end with the same weights: the student's random init, the
+    augmentations in a DataLoader worker (the DeiT recipe: RandAugment, random erasing, RA sampler) and Mixup/CutMix
+    must all follow the seed."""
+    from safetensors.torch import load_file
+
+    weights = []
+    for _ in range(2):
+        out = tmp_path_factory.mktemp("repeat")
+        run_example(
+            "distill.py", "--dataset_name", str(cifar_subset), "--eval_split", "test", "--image_size", "32",
+            "--patch_size", "8", "--hidden_size", "32", "--num_hidden_layers", "1", "--num_attention_heads", "2",
+            "--teacher_name_or_path", str(teacher_run[0]), "--distillation_type", "hard", "--output_dir", str(out),
+            "--max_steps", "3", "--per_device_train_batch_size", "16", "--eval_strategy", "no", "--save_strategy",
+            "no", "--dataloader_num_workers", "1", "--use_cpu", "--report_to", "none", "--seed", "3",
+            cache=tmp_path_factory.mktemp("cache"),
+        )
+        weights.append(load_file(out / "model.safetensors"))
+    assert weights[0].keys() == weights[1].keys()
+    for name, tensor in weights[0].items():
+        torch.testing.assert_close(weights[1][name], tensor, rtol=0, atol=0, msg=f"{name} differs between the runs")
