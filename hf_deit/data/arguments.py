@@ -149,8 +149,3 @@ class DataArguments:
             raise ValueError(f"eval_crop_pct must be in (0, 1], got {self.eval_crop_pct}")
         if self.shuffle_buffer_size < 1:
             raise ValueError("shuffle_buffer_size must be >= 1")
-
-    @property
-    def mixing_enabled(self) -> bool:
-        """Whether training batches get Mixup/CutMix."""
-        return self.mixup_prob > 0 and (self.mixup > 0 or self.cutmix > 0)
