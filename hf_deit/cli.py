@@ -1,10 +1,11 @@
-"""The `hf-deit` command: convert | shard | predict.
+"""The `hf-deit` command: convert | shard | predict | analyze | cache-teacher.
 
     hf-deit convert --from timm deit_tiny_distilled_patch16_224 ./deit-tiny   # timm name, .pth/.safetensors path
     hf-deit convert --from official deit_small_distilled_patch16_224-649709d9.pth ./deit-small
     hf-deit convert --from transformers facebook/deit-base-distilled-patch16-224 ./deit-base
     hf-deit shard ./imagenet ./imagenet-shards --num-shards 64 --format parquet
     hf-deit predict ./deit-tiny photo1.jpg photo2.jpg --top-k 5
+    hf-deit analyze ./deit-tiny-distilled ./imagenet --split validation --teacher timm/regnety_160.deit_in1k
 """
 
 from __future__ import annotations
@@ -40,6 +41,20 @@ def _predict(args: argparse.Namespace) -> None:
             print(f"  {p['score']:.3f}  {p['label']}")
 
 
+def _analyze(args: argparse.Namespace) -> None:
+    from .analysis import analyze_cli
+
+    result, paths = analyze_cli(
+        args.model, args.data, split=args.split, teacher=args.teacher, output_dir=args.output_dir,
+        max_samples=args.max_samples, num_images=args.num_images, batch_size=args.batch_size, device=args.device,
+    )
+    print("cosine(cls, distillation) per layer: " + ", ".join(f"{v:.2f}" for v in result.cosine_similarity))
+    for pair, value in result.agreement.items():
+        print(f"agreement {pair}: {100 * value:.1f}%")
+    for name, path in paths.items():
+        print(f"{name}: {path}")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="hf-deit", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -64,6 +79,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--top-k", type=int, default=5)
     p.add_argument("--device", default=None, help="e.g. cpu, cuda:0 (default: transformers picks)")
     p.set_defaults(func=_predict)
+
+    p = sub.add_parser("analyze", help="the paper's analysis of the cls and distillation tokens (tables + attention PNG)")
+    p.add_argument("model", help="a saved distilled hf_deit model directory or Hub id")
+    p.add_argument("data", help="dataset folder / shards / Hub id, as --dataset_name of examples/distill.py")
+    p.add_argument("--split", default="validation", help="evaluation split (a folder's val/ is 'validation')")
+    p.add_argument("--teacher", default=None, help="teacher (as --teacher_name_or_path) for the agreement with it")
+    p.add_argument("--output-dir", default=None, help="default: <model>/analysis, linked from <model>/README.md")
+    p.add_argument("--max-samples", type=int, default=None, help="analyse only the first N images")
+    p.add_argument("--num-images", type=int, default=4, help="images in the attention-map PNG")
+    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--device", default=None, help="e.g. cpu, cuda:0 (default: cuda when available)")
+    p.set_defaults(func=_analyze)
     return parser
 
 
