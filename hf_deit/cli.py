@@ -5,6 +5,7 @@
     hf-deit convert --from transformers facebook/deit-base-distilled-patch16-224 ./deit-base
     hf-deit shard ./imagenet ./imagenet-shards --num-shards 64 --format parquet
     hf-deit predict ./deit-tiny photo1.jpg photo2.jpg --top-k 5
+    hf-deit cache-teacher runs/teacher_cifar10 ../shared/data/cifar10 runs/teacher_cifar10/cache-train.parquet
     hf-deit analyze ./deit-tiny-distilled ./imagenet --split validation --teacher timm/regnety_160.deit_in1k
 """
 
@@ -55,6 +56,18 @@ def _analyze(args: argparse.Namespace) -> None:
         print(f"{name}: {path}")
 
 
+def _cache_teacher(args: argparse.Namespace) -> None:
+    from .teacher_cache import cache_teacher_cli
+
+    info = cache_teacher_cli(
+        args.teacher, args.data, args.output, split=args.split, input_size=args.input_size, top_k=args.top_k,
+        batch_size=args.batch_size, num_workers=args.num_workers, max_samples=args.max_samples, device=args.device,
+    )
+    print(f"Cached {info.teacher} on {info.num_rows} images of {info.dataset} [{info.split}]: {info.map_size[0]}x"
+          f"{info.map_size[1]} label maps, top-{info.top_k} of {info.num_classes} classes, at {info.input_size} px")
+    print(f"Saved to {args.output}; train with --teacher_cache {args.output}")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="hf-deit", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -91,6 +104,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--device", default=None, help="e.g. cpu, cuda:0 (default: cuda when available)")
     p.set_defaults(func=_analyze)
+
+    p = sub.add_parser("cache-teacher", help="one teacher pass storing dense top-k label maps (train with --teacher_cache)")
+    p.add_argument("teacher", help="a timm CNN teacher (name, Hub id or local timm directory), as --teacher_name_or_path")
+    p.add_argument("data", help="dataset folder / shards / Hub id, as --dataset_name")
+    p.add_argument("output", help="the parquet file to write, e.g. beside the image shards")
+    p.add_argument("--split", default="train")
+    p.add_argument("--input-size", type=int, default=None, help="the teacher sees each whole image at this size "
+                   "(default: the teacher's own input size)")
+    p.add_argument("--top-k", type=int, default=10, help="logits kept per map location (k >= classes: exact)")
+    p.add_argument("--max-samples", type=int, default=None, help="as --max_train_samples of the training run")
+    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--num-workers", type=int, default=0, help="DataLoader workers decoding the images")
+    p.add_argument("--device", default=None, help="e.g. cpu, cuda:0 (default: cuda when available)")
+    p.set_defaults(func=_cache_teacher)
     return parser
 
 

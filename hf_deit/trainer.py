@@ -37,6 +37,8 @@ from .metrics import compute_topk_metrics, topk_predictions
 from .data.collate import mix_batch
 from .modeling_deit import DeiTForImageClassification
 from .teacher import FrozenTeacher, load_teacher
+from .teacher_cache import CachedTeacher, LambdaRecordingMixup, MixRecord, StaleTeacherCacheError
+from .teacher_cache import teacher_logits as teacher_logits_for
 from .training_args import DeiTTrainingArguments
 
 logger = logging.getLogger(__name__)
@@ -92,8 +94,9 @@ class DistillationTrainer(Trainer):
     """`transformers.Trainer` that distils a DeiT student from a frozen teacher (Touvron et al. 2021).
 
     Args (besides the Trainer's):
-        teacher: None (load `args.teacher_name_or_path`), an `nn.Module`, or a `FrozenTeacher` from `load_teacher`.
-            Unused with `args.distillation_type == "none"`.
+        teacher: None (load `args.teacher_cache` if set, else `args.teacher_name_or_path`), an `nn.Module`, a
+            `FrozenTeacher` from `load_teacher`, or a `CachedTeacher` (hf_deit.teacher_cache: the teacher's stored
+            dense label maps, pooled over each crop). Unused with `args.distillation_type == "none"`.
         data_args: `hf_deit.data.DataArguments`; gives label smoothing, repeated augmentation and, unless
             collators are passed, the train (Mixup/CutMix) and eval collators.
         eval_data_collator: collator for evaluation/prediction (default: the training one when no data_args).
@@ -159,6 +162,8 @@ class DistillationTrainer(Trainer):
             args.distillation_type, args.distillation_alpha, args.distillation_tau, self._label_smoothing()
         )
         self.teacher = self._resolve_teacher(teacher)
+        if isinstance(self.teacher, CachedTeacher) and self.mixup is not None:
+            self.mixup = LambdaRecordingMixup.wrap(self.mixup)  # cached logits are mixed with the images' lambda
         self.model_ema = None
         if args.use_model_ema:
             from timm.utils import ModelEmaV3
@@ -184,11 +189,13 @@ class DistillationTrainer(Trainer):
             )
         return self.data_args.label_smoothing
 
-    def _resolve_teacher(self, teacher: nn.Module | str | None) -> FrozenTeacher | None:
+    def _resolve_teacher(self, teacher: nn.Module | str | None) -> FrozenTeacher | CachedTeacher | None:
         if self.args.distillation_type == "none":
             if teacher is not None:
                 logger.warning("distillation_type='none': the teacher passed to DistillationTrainer is not used.")
             return None
+        if isinstance(teacher, CachedTeacher) or (teacher is None and self.args.teacher_cache):
+            return self._load_teacher_cache(teacher)
         spec = teacher if teacher is not None else self.args.teacher_name_or_path
         # What was really loaded, for the model card: the args name the default teacher even when a module is passed.
         self.teacher_source = spec if isinstance(spec, str) else getattr(
@@ -210,14 +217,30 @@ class DistillationTrainer(Trainer):
             student_std=getattr(processor, "image_std", None) or IMAGENET_DEFAULT_STD,
         )
 
+    def _load_teacher_cache(self, cache: CachedTeacher | None) -> CachedTeacher:
+        """The cached teacher, checked against the student's classes and every training row before any step."""
+        if cache is None:
+            cache = CachedTeacher.load(self.args.teacher_cache, num_labels=self.model.config.num_labels)
+        elif cache.num_labels != self.model.config.num_labels:
+            raise StaleTeacherCacheError(
+                f"The teacher cache predicts {cache.num_labels} classes but the student has {self.model.config.num_labels}."
+            )
+        if self.train_dataset is not None:
+            cache.check_dataset(self.train_dataset, self.args.teacher_cache or "the teacher cache")
+        self.teacher_source = f"{cache.info.teacher} (cached: {self.args.teacher_cache or 'in memory'})"
+        return cache.to(self.args.device)
+
     # --- loss -------------------------------------------------------------------------------------------------
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         if "labels" not in inputs:
             raise KeyError(f"DistillationTrainer needs 'labels' in each batch; got keys {sorted(inputs)}.")
         labels = inputs["labels"]
         pixel_values = inputs["pixel_values"]
+        mix = None
         if model.training and self.mixup is not None and not labels.is_floating_point():
             pixel_values, labels = self._mix(pixel_values, labels)
+            if isinstance(self.mixup, LambdaRecordingMixup):
+                mix = MixRecord(self.mixup.last_lam, len(labels) - len(labels) % 2)
         # No labels to the model: its own loss (CE on both heads) is replaced by the distillation loss.
         outputs = model(pixel_values=pixel_values)
         if not model.training:
@@ -231,7 +254,7 @@ class DistillationTrainer(Trainer):
             # The student runs under accelerate's autocast (bf16/fp16) when mixed precision is on; running the
             # teacher under the same autocast gives it the same precision while its weights stay fp32.
             with self.accelerator.autocast():
-                teacher_logits = self.teacher(pixel_values)
+                teacher_logits = teacher_logits_for(self.teacher, pixel_values, inputs, mix)
         parts = self.loss_fn(outputs, labels, teacher_logits)
         self._check_finite(parts)
         self._accumulate(parts)

@@ -51,6 +51,14 @@ class DeiTTrainingArguments(TrainingArguments):
         default=None,
         metadata={"help": "Local weights file for a timm teacher named by teacher_name_or_path (architecture name)."},
     )
+    teacher_cache: str | None = field(
+        default=None,
+        metadata={
+            "help": "A teacher cache made by `hf-deit cache-teacher` (parquet): distil from the teacher's stored dense "
+            "label maps pooled over each crop instead of running the teacher (docs/method.md). The training data "
+            "must be the rows it was made from (map-style); a stale or mismatched cache is refused."
+        },
+    )
     # --- student
     student_preset: str = field(
         default="deit_tiny_distilled_patch16_224",

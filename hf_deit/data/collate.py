@@ -76,11 +76,21 @@ def mix_batch(
     return pixel_values, targets
 
 
+# Per-example keys a cached teacher needs (hf_deit.teacher_cache), stacked into the batch when every example has them.
+PASSTHROUGH_KEYS = {"example_index": torch.long, "crop_box": torch.float32, "crop_flip": torch.bool}
+
+
+def _passthrough(examples: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
+    return {key: torch.tensor([e[key] for e in examples], dtype=dtype) for key, dtype in PASSTHROUGH_KEYS.items()
+            if all(key in e for e in examples)}
+
+
 class DeiTCollator:
     """`examples` ({"pixel_values": Tensor[3,H,W] or None, "labels": int, ...}) -> {"pixel_values", "labels"}.
 
     Examples whose `pixel_values` is None (a broken image, already counted by the decoder) are dropped.
-    Other keys (e.g. a dataset's key column) are ignored.
+    "example_index", "crop_box" and "crop_flip" (for a cached teacher) are stacked when present; other keys (e.g. a
+    dataset's key column) are ignored.
     """
 
     def __init__(
@@ -109,10 +119,11 @@ class DeiTCollator:
         # float32 at 32 x 224 px) reaches the main process without a second copy; plain torch.stack does not.
         pixel_values = default_collate([example["pixel_values"] for example in kept])
         labels = torch.tensor([int(example["labels"]) for example in kept], dtype=torch.long)
+        extra = _passthrough(kept)
         if not self.soft_targets:
-            return {"pixel_values": pixel_values, "labels": labels}
+            return {"pixel_values": pixel_values, "labels": labels, **extra}
         pixel_values, targets = mix_batch(self.mixup, pixel_values, labels, self.num_classes, self.label_smoothing)
-        return {"pixel_values": pixel_values, "labels": targets}
+        return {"pixel_values": pixel_values, "labels": targets, **extra}
 
 
 def build_collator(data_args: DataArguments, num_classes: int, train: bool) -> DeiTCollator:

@@ -23,11 +23,13 @@ from datasets.distributed import split_dataset_by_node
 from timm.data.distributed_sampler import RepeatAugSampler
 
 from .arguments import DataArguments
+from .crop_record import CropRecordingTransform, record_crops
 from .decode import BadImageCounter, BrokenImageError, decode_image, image_key
 from .loading import AnyDataset, load_image_dataset
 from .transforms import build_eval_transform, build_train_transform, draft_size
 
 logger = logging.getLogger(__name__)
+EXAMPLE_INDEX = "example_index"
 
 
 class DecodeAndTransform:
@@ -40,6 +42,8 @@ class DecodeAndTransform:
         self.transform = transform
         self.counter = counter
         self.draft = draft
+        # Training transforms report each crop box and flip; they travel with the example (a cached teacher needs them).
+        self.crop_record = transform.crop_record if isinstance(transform, CropRecordingTransform) else None
 
     def pixel_values(self, raw: Any, fallback_key: str) -> Any:
         try:
@@ -53,13 +57,23 @@ class DecodeAndTransform:
     def __call__(self, example: dict[str, Any]) -> dict[str, Any]:
         """One example (IterableDataset.map): returns the new columns."""
         key = str(example.get("__key__", example.get("key", "<stream>")))
-        return {"pixel_values": self.pixel_values(example["image"], key), "labels": example["label"]}
+        out = {"pixel_values": self.pixel_values(example["image"], key), "labels": example["label"]}
+        if self.crop_record is not None:
+            out.update(crop_box=list(self.crop_record.box), crop_flip=self.crop_record.flipped)
+        return out
 
     def batch(self, batch: dict[str, list]) -> dict[str, list]:
         """A batch (Dataset.with_transform): image/label become pixel_values/labels, other columns pass through."""
         keys = batch.get("__key__", batch.get("key", ["<row>"] * len(batch["image"])))
         out = {name: values for name, values in batch.items() if name not in ("image", "label")}
-        out["pixel_values"] = [self.pixel_values(raw, str(key)) for raw, key in zip(batch["image"], keys)]
+        out["pixel_values"], boxes, flips = [], [], []
+        for raw, key in zip(batch["image"], keys):
+            out["pixel_values"].append(self.pixel_values(raw, str(key)))
+            if self.crop_record is not None:
+                boxes.append(list(self.crop_record.box))
+                flips.append(self.crop_record.flipped)
+        if self.crop_record is not None:
+            out["crop_box"], out["crop_flip"] = boxes, flips
         out["labels"] = batch["label"]
         return out
 
@@ -168,13 +182,17 @@ def prepare_dataset(
 ) -> AnyDataset:
     """Attach decoding and augmentation; for streams also rank sharding, repeated augmentation and shuffling.
 
-    Output examples: {"pixel_values": FloatTensor[3,H,W], "labels": int, other columns...}. Map-style datasets
+    Output examples: {"pixel_values": FloatTensor[3,H,W], "labels": int, other columns...}; training examples also
+    carry "crop_box" and "crop_flip" (hf_deit.data.crop_record), and map-style ones "example_index" (the row). Map-style datasets
     drop broken images up front (`validate_images`); one that still fails later comes out with pixel_values None
     and the collator drops it. Streams filter broken images out as they come.
     """
-    transform = build_train_transform(data_args) if train else build_eval_transform(data_args)
+    transform = record_crops(build_train_transform(data_args)) if train else build_eval_transform(data_args)
     decode = DecodeAndTransform(transform, counter, draft_size(data_args, train))
     if isinstance(dataset, Dataset):
+        if train and EXAMPLE_INDEX not in dataset.column_names:
+            # The row's position in the loaded split, before broken images are dropped: what a teacher cache is keyed by.
+            dataset = dataset.add_column(EXAMPLE_INDEX, list(range(len(dataset))))
         if data_args.validate_images:
             dataset = drop_broken_images(dataset, counter, data_args.preprocessing_num_workers)
         return dataset.with_transform(decode.batch)

@@ -1,0 +1,432 @@
+"""A cached teacher: one pass of a CNN teacher over the training images, then distillation without the teacher.
+
+    hf-deit cache-teacher runs/teacher_cifar10 ../shared/data/cifar10 runs/teacher_cifar10/cache-train.parquet
+    python examples/distill.py ... --teacher_cache runs/teacher_cifar10/cache-train.parquet
+
+Design (ReLabel, Yun et al. CVPR 2021): the teacher sees each training image once, whole, resized to a fixed
+`input_size`. Its classifier is applied at every location of its last feature map, before global pooling: a dense
+label map (classes, h, w). For a teacher that ends in average pooling + a linear layer (ResNets, RegNets, ...) the
+mean of that map over the whole image *is* the teacher's logits, exactly (pooling and the linear layer commute).
+Each location keeps its top-k logits. At train time the random crop's box selects a region of the map and the
+area-weighted mean over the box (the map read as piecewise constant over its cells; ReLabel uses RoIAlign, which
+gives the same for the full box) approximates the teacher's logits for that crop. Mixup/CutMix mix these logits with
+the coefficient that mixed the images (for CutMix timm's area-corrected lambda).
+
+What is approximated (docs/method.md): the teacher's view of a crop is its features pooled over the crop's part of
+the whole image, not a forward pass on the resized crop (receptive fields reach past the box, and the scale differs);
+it never sees RandAugment, random erasing or the mixed image; a flip does not change the pooled logits; classes
+outside a location's top-k get that location's k-th logit. Both hard and soft distillation use the result.
+
+File: one parquet file (streams with `datasets`: `load_dataset("parquet", data_files=PATH)`), one row per image in
+the order of the loaded split: example_index, label, row_digest (label + image path or bytes), topk_logits and
+topk_classes (h * w * k values, location-major: (h, w, k) flattened). The schema metadata key `hf_deit_teacher_cache`
+holds `TeacherCacheInfo` (teacher, weights hash, input size, top-k, map size, dataset name/split/hash).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from timm.data import Mixup
+from torch import nn
+from tqdm.auto import tqdm
+
+from .teacher import FrozenTeacher
+
+logger = logging.getLogger(__name__)
+
+METADATA_KEY = b"hf_deit_teacher_cache"
+CACHE_FORMAT_VERSION = 1
+
+
+class StaleTeacherCacheError(ValueError):
+    """The cache was made for other images, another teacher or other settings than those asked for."""
+
+
+@dataclass
+class TeacherCacheInfo:
+    """What a cache was made from; stored in the parquet schema metadata and checked when it is loaded."""
+
+    teacher: str  # name or path the teacher was loaded from
+    teacher_sha256: str  # of its weights (state dict), so a retrained teacher at the same path is noticed
+    input_size: int  # the teacher saw each whole image resized to input_size x input_size
+    top_k: int
+    num_classes: int
+    map_size: tuple[int, int]  # (h, w) of the dense label map
+    dataset: str
+    split: str
+    num_rows: int
+    dataset_sha256: str  # over the row digests, in order
+    version: int = CACHE_FORMAT_VERSION
+
+
+# --- dense teacher --------------------------------------------------------------------------------------------
+def _classifier(model: nn.Module) -> nn.Linear:
+    get_classifier = getattr(model, "get_classifier", None)
+    classifier = get_classifier() if get_classifier is not None else None
+    if not isinstance(classifier, nn.Linear) or not hasattr(model, "forward_features"):
+        raise TypeError(
+            f"{type(model).__name__} is not a timm CNN with forward_features + a linear classifier: a dense label map "
+            "needs a teacher whose head is global average pooling + nn.Linear (timm ResNet, RegNet, EfficientNet...). "
+            "Use a live teacher (--teacher_name_or_path) for this one."
+        )
+    return classifier
+
+
+@torch.no_grad()
+def dense_logits(teacher: FrozenTeacher, pixel_values: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The teacher's classifier at every location of its last feature map: (batch, classes, h, w), and the
+    teacher's own logits (batch, classes) for the same batch (the student's normalisation, any size)."""
+    model = teacher.model
+    classifier = _classifier(model)
+    x = pixel_values  # the teacher's normalisation, at the size given (the cache's input_size: no resize here)
+    if teacher.renormalise:
+        x = x * teacher.scale.to(x.dtype) + teacher.shift.to(x.dtype)
+    features = model.forward_features(x)  # (B, C, h, w)
+    if features.ndim != 4:
+        raise TypeError(f"forward_features gave shape {tuple(features.shape)}; a dense label map needs (B, C, h, w).")
+    # (B, C, h, w) x (classes, C) -> (B, classes, h, w); the bias is added at every location (it survives the mean).
+    dense = torch.einsum("bchw,kc->bkhw", features.float(), classifier.weight.float())
+    dense = dense + classifier.bias.float().view(1, -1, 1, 1)
+    return dense, model.forward_head(features).float()
+
+
+def check_dense_map(dense: torch.Tensor, logits: torch.Tensor, atol: float = 1e-3) -> None:
+    """The mean of the dense map over all locations must give the teacher's logits (avg pool + linear head)."""
+    error = float((dense.mean(dim=(2, 3)) - logits).abs().max())
+    if error > atol * max(1.0, float(logits.abs().max())):
+        raise TypeError(
+            f"The teacher's head is not average pooling + linear: the dense map's mean differs from its logits by "
+            f"{error:.3g}. Its predictions cannot be cached as a label map; use a live teacher."
+        )
+
+
+def weights_sha256(module: nn.Module) -> str:
+    digest = hashlib.sha256()
+    for name, tensor in sorted(module.state_dict().items()):
+        digest.update(name.encode())
+        digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+    return digest.hexdigest()
+
+
+# --- dataset identity -----------------------------------------------------------------------------------------
+def row_digests(dataset) -> tuple[np.ndarray, np.ndarray]:
+    """(example_index or row position, 16-hex-digit digest of label + image path, or bytes when there is no path)
+    for every row of a map-style dataset with `image` and `label` columns (read as Arrow: no decoding)."""
+    table = dataset.with_format("arrow")
+    columns = [c for c in ("image", "label", "example_index") if c in dataset.column_names]
+    indices, digests, position = [], [], 0
+    for batch in table.select_columns(columns).iter(batch_size=4096):
+        images, labels = batch.column("image").to_pylist(), batch.column("label").to_pylist()
+        count = len(labels)
+        indices += batch.column("example_index").to_pylist() if "example_index" in columns else list(
+            range(position, position + count)
+        )
+        position += count
+        for image, label in zip(images, labels):
+            identity = image.get("path") or hashlib.sha256(image.get("bytes") or b"").hexdigest()
+            digests.append(hashlib.blake2b(f"{label}|{identity}".encode(), digest_size=8).hexdigest())
+    return np.asarray(indices, dtype=np.int64), np.asarray(digests)
+
+
+def _dataset_sha256(digests: np.ndarray) -> str:
+    return hashlib.sha256("".join(digests.tolist()).encode()).hexdigest()
+
+
+# --- writing the cache ----------------------------------------------------------------------------------------
+class _WholeImage:
+    """Decoded image -> the whole image resized to (size, size), normalised like the student's batches."""
+
+    def __init__(self, size: int) -> None:
+        from torchvision import transforms
+
+        from .data.decode import decode_image
+        from .data.transforms import IMAGENET_MEAN, IMAGENET_STD, ToNormalizedTensor
+
+        self.decode = decode_image
+        self.resize = transforms.Resize((size, size), interpolation=transforms.InterpolationMode.BICUBIC)
+        self.to_tensor = ToNormalizedTensor(IMAGENET_MEAN, IMAGENET_STD)
+
+    def __call__(self, batch: dict[str, list]) -> dict[str, list]:
+        return {"pixel_values": [self.to_tensor(self.resize(self.decode(raw))) for raw in batch["image"]]}
+
+
+@torch.no_grad()
+def cache_teacher(
+    teacher: FrozenTeacher,
+    dataset,
+    output_path: str,
+    *,
+    teacher_name: str,
+    dataset_name: str = "",
+    split: str = "train",
+    input_size: int | None = None,
+    top_k: int = 10,
+    batch_size: int = 64,
+    num_workers: int = 0,
+) -> TeacherCacheInfo:
+    """One teacher pass over `dataset` (map-style, `image` + `label` columns as `load_image_dataset` gives) ->
+    the parquet cache at `output_path`. `input_size` defaults to the teacher's own; `top_k` is capped at the
+    number of classes (k = classes stores the map exactly)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+    from torch.utils.data import DataLoader
+
+    size = input_size or (teacher.input_size[0] if teacher.input_size else 224)
+    indices, digests = row_digests(dataset)
+    images = dataset.select_columns(["image"]).with_transform(_WholeImage(size))
+    loader = DataLoader(images, batch_size=batch_size, num_workers=num_workers, collate_fn=_stack)
+    device = next(teacher.model.parameters()).device
+    values, classes, map_size, num_classes = [], [], None, None
+    for pixel_values in tqdm(loader, desc=f"Caching {teacher_name}", unit="batch"):
+        dense, logits = dense_logits(teacher, pixel_values.to(device))
+        check_dense_map(dense, logits)
+        num_classes, map_size = dense.shape[1], tuple(dense.shape[2:])
+        k = min(top_k, num_classes)
+        top = dense.permute(0, 2, 3, 1).topk(k, dim=-1)  # (B, h, w, k): location-major, as stored
+        values.append(top.values.flatten(1).cpu().numpy().astype(np.float32))
+        classes.append(top.indices.flatten(1).cpu().numpy().astype(np.int32))
+    top_k = min(top_k, num_classes)
+    info = TeacherCacheInfo(
+        teacher=teacher_name, teacher_sha256=weights_sha256(teacher.model), input_size=size, top_k=top_k,
+        num_classes=num_classes, map_size=map_size, dataset=dataset_name, split=split, num_rows=len(indices),
+        dataset_sha256=_dataset_sha256(digests),
+    )
+    values, classes = np.concatenate(values), np.concatenate(classes)
+    width = values.shape[1]
+    table = pa.table({
+        "example_index": pa.array(indices),
+        "label": pa.array(dataset.with_format("arrow")["label"].to_numpy()),
+        "row_digest": pa.array(digests.tolist()),
+        "topk_logits": pa.FixedSizeListArray.from_arrays(pa.array(values.reshape(-1)), width),
+        "topk_classes": pa.FixedSizeListArray.from_arrays(pa.array(classes.reshape(-1).astype(np.int16)), width),
+    })
+    table = table.replace_schema_metadata({METADATA_KEY: json.dumps(asdict(info)).encode()})
+    os.makedirs(os.path.dirname(os.path.abspath(output_path)), exist_ok=True)
+    pq.write_table(table, output_path, row_group_size=1024)
+    return info
+
+
+def _stack(examples: list[dict]) -> torch.Tensor:
+    return torch.stack([example["pixel_values"] for example in examples])
+
+
+# --- reading the cache: the teacher at train time -------------------------------------------------------------
+def box_weights(lo: torch.Tensor, hi: torch.Tensor, cells: int) -> torch.Tensor:
+    """Overlap of [lo, hi] (fractions of the image, clipped to [0, 1]) with each of `cells` equal cells,
+    normalised to sum 1: (batch, cells). A box outside the image (a padded crop) keeps its inside part."""
+    lo, hi = lo.clamp(0, 1) * cells, hi.clamp(0, 1) * cells  # (B,) in cell units
+    edges = torch.arange(cells, device=lo.device, dtype=lo.dtype)
+    overlap = (torch.minimum(hi[:, None], edges + 1) - torch.maximum(lo[:, None], edges)).clamp(min=0)
+    total = overlap.sum(dim=1, keepdim=True)
+    # A degenerate box (no area inside the image) falls back to the whole image.
+    return torch.where(total > 0, overlap / total.clamp(min=1e-12), torch.full_like(overlap, 1.0 / cells))
+
+
+@dataclass
+class MixRecord:
+    """How a batch was mixed: the first `even` images with their flip(0) partners, coefficient `lam`
+    (a float for batch mode, a (even, 1) tensor for elem/pair modes)."""
+
+    lam: float | torch.Tensor
+    even: int
+
+
+def mix_logits(logits: torch.Tensor, mix: MixRecord | None) -> torch.Tensor:
+    """Mix per-image teacher logits as timm's Mixup mixed the images: lam * t + (1 - lam) * t.flip(0)."""
+    if mix is None or mix.even < 2:
+        return logits
+    lam = mix.lam if isinstance(mix.lam, float) else mix.lam.to(logits)
+    head = logits[: mix.even]
+    return torch.cat([lam * head + (1 - lam) * head.flip(0), logits[mix.even :]])
+
+
+class LambdaRecordingMixup(Mixup):
+    """timm's Mixup that also keeps the coefficient of its last call (`last_lam`), for mixing cached logits."""
+
+    last_lam: float | torch.Tensor = 1.0
+
+    @classmethod
+    def wrap(cls, mixup: Mixup) -> LambdaRecordingMixup:
+        recording = cls.__new__(cls)
+        recording.__dict__.update(mixup.__dict__)
+        return recording
+
+    def _mix_elem(self, x):
+        self.last_lam = super()._mix_elem(x)
+        return self.last_lam
+
+    def _mix_pair(self, x):
+        self.last_lam = super()._mix_pair(x)
+        return self.last_lam
+
+    def _mix_batch(self, x):
+        self.last_lam = float(super()._mix_batch(x))
+        return self.last_lam
+
+
+class CachedTeacher(nn.Module):
+    """The teacher's logits for a batch, read from a cache instead of computed. Interchangeable with a live
+    `FrozenTeacher` through `logits_for_batch(pixel_values, batch, mix)`; this one reads the batch's
+    `example_index`, `crop_box` (and `crop_flip`) and the Mixup/CutMix record, and never the pixels."""
+
+    def __init__(self, info: TeacherCacheInfo, topk_logits: torch.Tensor, topk_classes: torch.Tensor,
+                 labels: torch.Tensor | None = None, digests: np.ndarray | None = None) -> None:
+        super().__init__()
+        self.info = info
+        h, w = info.map_size
+        # (rows, h * w * k) -> (rows, h, w, k)
+        self.register_buffer("topk_logits", topk_logits.view(-1, h, w, info.top_k), persistent=False)
+        self.register_buffer("topk_classes", topk_classes.view(-1, h, w, info.top_k).long(), persistent=False)
+        self.register_buffer("labels", labels, persistent=False)
+        self.digests = digests
+
+    @classmethod
+    def load(cls, path: str, *, num_labels: int | None = None, dataset=None, teacher: str | None = None,
+             input_size: int | None = None, top_k: int | None = None) -> CachedTeacher:
+        """Read a cache and refuse it (`StaleTeacherCacheError`) when it does not match what is asked: `num_labels`
+        (the student's classes), `dataset` (its rows must have the digests the cache was made from), `teacher` (its
+        name), `input_size`, `top_k`."""
+        import pyarrow.parquet as pq
+
+        if not os.path.isfile(path):
+            raise FileNotFoundError(f"No teacher cache at {path}: make one with `hf-deit cache-teacher TEACHER DATA {path}`.")
+        table = pq.read_table(path)
+        raw = (table.schema.metadata or {}).get(METADATA_KEY)
+        if raw is None:
+            raise StaleTeacherCacheError(f"{path} is not an hf_deit teacher cache (no {METADATA_KEY.decode()} metadata).")
+        record = json.loads(raw)
+        record["map_size"] = tuple(record["map_size"])
+        info = TeacherCacheInfo(**record)
+        remake = f"Rebuild it with `hf-deit cache-teacher {info.teacher} {info.dataset or 'DATA'} {path}`."
+        if info.version != CACHE_FORMAT_VERSION:
+            raise StaleTeacherCacheError(f"{path} has cache format {info.version}, this hf_deit reads {CACHE_FORMAT_VERSION}. {remake}")
+        for name, wanted, have in (("num_classes", num_labels, info.num_classes), ("teacher", teacher, info.teacher),
+                                   ("input_size", input_size, info.input_size), ("top_k", top_k, info.top_k)):
+            if wanted is not None and wanted != have:
+                raise StaleTeacherCacheError(f"{path} was made with {name}={have!r}, but {wanted!r} is asked for. {remake}")
+        width = info.map_size[0] * info.map_size[1] * info.top_k
+        logits = torch.tensor(table.column("topk_logits").combine_chunks().flatten().to_numpy().reshape(-1, width))
+        classes = torch.from_numpy(
+            table.column("topk_classes").combine_chunks().flatten().to_numpy().astype(np.int64).reshape(-1, width)
+        )
+        labels = torch.from_numpy(table.column("label").to_numpy().astype(np.int64))
+        digests = np.asarray(table.column("row_digest").to_pylist())
+        cache = cls(info, logits, classes, labels, digests)
+        if dataset is not None:
+            cache.check_dataset(dataset, path, remake)
+        return cache
+
+    def check_dataset(self, dataset, path: str = "the cache", remake: str = "") -> None:
+        """Every row of `dataset` (map-style, with `example_index` from hf_deit.data) must be the row the cache
+        holds at that index: same label and image path (or bytes)."""
+        if "example_index" not in dataset.column_names:
+            raise StaleTeacherCacheError(
+                "The training dataset has no example_index column: build it with hf_deit.data.build_datasets "
+                "(map-style, streaming=False) so that its rows can be matched to the cache."
+            )
+        indices, digests = row_digests(dataset)
+        if len(indices) and int(indices.max()) >= len(self.digests):
+            raise StaleTeacherCacheError(
+                f"The training data has row {int(indices.max())} but {path} holds {len(self.digests)} rows. {remake}"
+            )
+        stale = np.flatnonzero(self.digests[indices] != digests)
+        if len(stale):
+            raise StaleTeacherCacheError(
+                f"{len(stale)} of {len(indices)} training images differ from those {path} was made from (first: row "
+                f"{int(indices[stale[0]])}): the data changed since. {remake}"
+            )
+
+    def dense_map(self, example_index: torch.Tensor) -> torch.Tensor:
+        """The stored maps of these rows: (batch, h, w, classes), classes outside a location's top-k set to that
+        location's smallest stored logit (exact when top_k == num_classes)."""
+        values, classes = self.topk_logits[example_index], self.topk_classes[example_index]  # (B, h, w, k)
+        floor = values[..., -1:].expand(*values.shape[:-1], self.info.num_classes)  # k-th logit per location
+        return floor.clone().scatter_(-1, classes, values)
+
+    def crop_logits(self, example_index: torch.Tensor, crop_box: torch.Tensor | None) -> torch.Tensor:
+        """Area-weighted mean of each row's map over its crop box (x0, y0, x1, y1 in image fractions): (B, classes).
+        No box: the whole image, i.e. exactly the teacher's logits for the whole image (up to top-k)."""
+        dense = self.dense_map(example_index)  # (B, h, w, K)
+        h, w = self.info.map_size
+        if crop_box is None:
+            return dense.mean(dim=(1, 2))
+        box = crop_box.to(dense)
+        weight_x, weight_y = box_weights(box[:, 0], box[:, 2], w), box_weights(box[:, 1], box[:, 3], h)
+        return torch.einsum("bhwk,bh,bw->bk", dense, weight_y, weight_x)
+
+    @torch.no_grad()
+    def logits_for_batch(self, pixel_values: torch.Tensor, batch: Mapping[str, torch.Tensor],
+                         mix: MixRecord | None = None) -> torch.Tensor:
+        if "example_index" not in batch:
+            raise KeyError(
+                "A cached teacher needs 'example_index' (and 'crop_box') in each batch: build the training data with "
+                "hf_deit.data.build_datasets (map-style; streams are not supported with a cache) and its collator."
+            )
+        index = batch["example_index"].to(self.topk_logits.device)
+        labels = batch.get("labels")
+        if labels is not None and not labels.is_floating_point() and self.labels is not None:
+            if not torch.equal(self.labels[index], labels.to(self.labels.device)):
+                raise StaleTeacherCacheError("The batch's labels differ from the cache's for the same rows: stale cache.")
+        logits = self.crop_logits(index, batch.get("crop_box"))
+        return mix_logits(logits, mix).to(pixel_values.device)
+
+    def forward(self, pixel_values: torch.Tensor, batch: Mapping[str, torch.Tensor], mix: MixRecord | None = None):
+        return self.logits_for_batch(pixel_values, batch, mix)
+
+    @property
+    def num_labels(self) -> int:
+        return self.info.num_classes
+
+
+def live_logits_for_batch(teacher: FrozenTeacher, pixel_values: torch.Tensor, batch: Mapping | None = None,
+                          mix: MixRecord | None = None) -> torch.Tensor:
+    """The live teacher through the same interface: it sees the (augmented, mixed) pixels themselves."""
+    return teacher(pixel_values)
+
+
+def teacher_logits(teacher: nn.Module, pixel_values: torch.Tensor, batch: Mapping, mix: MixRecord | None) -> torch.Tensor:
+    """One call for both kinds of teacher: a `CachedTeacher` reads the batch's rows and crop boxes and the mix;
+    a live teacher runs on the pixels."""
+    if isinstance(teacher, CachedTeacher):
+        return teacher.logits_for_batch(pixel_values, batch, mix)
+    return live_logits_for_batch(teacher, pixel_values, batch, mix)
+
+
+def cache_teacher_cli(teacher: str, data: str, output_path: str, *, split: str = "train", input_size: int | None = None,
+                      top_k: int = 10, batch_size: int = 64, num_workers: int = 0, max_samples: int | None = None,
+                      device: str | None = None) -> TeacherCacheInfo:
+    """`hf-deit cache-teacher`: load the teacher and the split as training would (same rows), cache."""
+    from .data import load_image_dataset
+    from .teacher import load_teacher
+
+    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    dataset = load_image_dataset(data, split)
+    if max_samples is not None:
+        dataset = dataset.select(range(min(max_samples, len(dataset))))
+    frozen = load_teacher(teacher, num_labels=dataset.features["label"].num_classes, device=device)
+    return cache_teacher(frozen, dataset, output_path, teacher_name=teacher, dataset_name=data, split=split,
+                         input_size=input_size, top_k=top_k, batch_size=batch_size, num_workers=num_workers)
+
+
+__all__ = [
+    "CachedTeacher",
+    "LambdaRecordingMixup",
+    "MixRecord",
+    "StaleTeacherCacheError",
+    "TeacherCacheInfo",
+    "box_weights",
+    "cache_teacher",
+    "cache_teacher_cli",
+    "dense_logits",
+    "mix_logits",
+    "teacher_logits",
+]

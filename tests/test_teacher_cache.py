@@ -1,0 +1,154 @@
+"""hf_deit.teacher_cache: a cached teacher gives the live teacher's targets (exactly for the whole image, within a
+stated tolerance for crops), mixes them as the images were mixed, refuses stale caches, and trains (hard and soft)."""
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from torch import nn
+
+from hf_deit import DeiTTrainingArguments, DistillationTrainer
+from hf_deit.data import DataArguments, build_datasets, load_image_dataset
+from hf_deit.teacher import load_teacher
+from hf_deit.teacher_cache import (
+    CachedTeacher,
+    MixRecord,
+    StaleTeacherCacheError,
+    cache_teacher,
+    teacher_logits,
+)
+from hf_deit.trainer import prepare_student
+
+NUM_CLASSES, SIZE = 4, 48
+
+
+class PointwiseTeacher(nn.Module):
+    """1x1 conv -> global average pool -> linear, no non-linearity: its logits for any image are the mean of its
+    per-pixel logits, so the teacher of a crop is the mean of the dense map over the crop and the teacher of a
+    Mixup/CutMix image is the lambda-mix of the two images' logits. Pooling then approximates only resampling."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        torch.manual_seed(3)
+        self.conv, self.fc = nn.Conv2d(3, 6, 1), nn.Linear(6, NUM_CLASSES)
+
+    def forward_features(self, x):
+        return self.conv(x)
+
+    def forward_head(self, features):
+        return self.fc(features.mean(dim=(2, 3)))
+
+    def get_classifier(self):
+        return self.fc
+
+    def forward(self, x):
+        return self.forward_head(self.forward_features(x))
+
+
+@pytest.fixture(scope="module")
+def folder(tmp_path_factory):
+    """16 smooth random images (4 classes) as an image folder: smooth so that resampling changes little."""
+    root = tmp_path_factory.mktemp("cache_data")
+    rng = np.random.default_rng(0)
+    for i in range(16):
+        coarse = rng.integers(0, 256, (6, 6, 3), dtype=np.uint8)
+        image = Image.fromarray(coarse).resize((SIZE, SIZE), Image.BICUBIC)
+        (root / "train" / f"c{i % NUM_CLASSES}").mkdir(parents=True, exist_ok=True)
+        image.save(root / "train" / f"c{i % NUM_CLASSES}" / f"{i}.png")
+    return root
+
+
+def make_cache(folder, path, teacher_module, **kwargs):
+    dataset = load_image_dataset(str(folder), "train")
+    teacher = load_teacher(teacher_module, num_labels=NUM_CLASSES)
+    cache_teacher(teacher, dataset, str(path), teacher_name="t", dataset_name=str(folder), input_size=SIZE, **kwargs)
+    return teacher
+
+
+def trainer_for(folder, cache_path, tmp_path, distillation_type="hard", mixup=0.8, cutmix=1.0, train_dataset=None):
+    data_args = DataArguments(dataset_name=str(folder), image_size=SIZE, auto_augment="none", reprob=0.0, color_jitter=0.0,
+                              repeated_aug=1, mixup=mixup, cutmix=cutmix, validate_images=False)
+    if train_dataset is None:
+        train_dataset = build_datasets(data_args, do_eval=False).train_dataset
+    args = DeiTTrainingArguments(output_dir=str(tmp_path / "out"), teacher_cache=str(cache_path), use_cpu=True,
+                                 distillation_type=distillation_type, per_device_train_batch_size=8, max_steps=2,
+                                 report_to="none", save_strategy="no", disable_tqdm=True, seed=0, logging_steps=1)
+    student = prepare_student("deit_tiny_distilled_patch16_224", num_labels=NUM_CLASSES, image_size=SIZE, patch_size=16,
+                              hidden_size=32, num_hidden_layers=1, num_attention_heads=2)
+    return DistillationTrainer(model=student, args=args, data_args=data_args, train_dataset=train_dataset)
+
+
+def test_whole_image_box_gives_the_teachers_logits_exactly(folder, tmp_path):
+    """A real CNN (timm resnet10t, 2x2 map at 48 px): the dense map pooled over the whole image is its logits."""
+    import timm
+
+    from hf_deit.teacher_cache import _WholeImage
+
+    model = timm.create_model("resnet10t", num_classes=NUM_CLASSES, pretrained=False)
+    teacher = make_cache(folder, tmp_path / "c.parquet", model)
+    cache = CachedTeacher.load(str(tmp_path / "c.parquet"), num_labels=NUM_CLASSES)
+    assert cache.info.map_size == (2, 2) and cache.info.top_k == NUM_CLASSES
+    dataset = load_image_dataset(str(folder), "train")
+    pixels = torch.stack(_WholeImage(SIZE)({"image": dataset.with_format("arrow")["image"].to_pylist()})["pixel_values"])
+    teacher.input_size = None  # the live teacher sees the same whole-image tensor
+    index = torch.arange(len(dataset))
+    cached = cache.logits_for_batch(pixels, {"example_index": index, "crop_box": torch.tensor([[0.0, 0, 1, 1]] * 16)})
+    torch.testing.assert_close(cached, teacher(pixels), atol=1e-5, rtol=1e-5)
+    # a box over the left half reads only the left column of the 2x2 map
+    half = cache.crop_logits(index, torch.tensor([[0.0, 0, 0.5, 1]] * 16))
+    torch.testing.assert_close(half, cache.dense_map(index)[:, :, 0].mean(1))
+
+
+def test_cached_targets_match_the_live_teacher_on_crops_flips_and_mixes(folder, tmp_path):
+    """The batch the trainer builds (random-resized crops, flips, Mixup/CutMix with the trainer's mixing): cached and
+    live targets agree to 0.005 in logits (scale ~1; measured 0.0002); the pointwise teacher makes Mixup/CutMix and flips exact, what
+    is left is the crop's bicubic resampling. Hard targets (argmax) agree on every image."""
+    teacher = make_cache(folder, tmp_path / "c.parquet", PointwiseTeacher())
+    trainer = trainer_for(folder, tmp_path / "c.parquet", tmp_path)
+    torch.manual_seed(0), np.random.seed(0)
+    largest, mixes = 0.0, set()
+    for batch in trainer.get_train_dataloader():
+        assert {"example_index", "crop_box", "crop_flip"} <= set(batch)
+        pixels, _ = trainer._mix(batch["pixel_values"], batch["labels"])
+        mix = MixRecord(trainer.mixup.last_lam, len(pixels) - len(pixels) % 2)
+        mixes.add(trainer.mixup.last_lam != 1.0)
+        cached = teacher_logits(trainer.teacher, pixels, batch, mix)
+        live = teacher_logits(teacher, pixels, batch, mix)
+        largest = max(largest, float((cached - live).abs().max()))
+        assert torch.equal(cached.argmax(-1), live.argmax(-1))
+        assert float(live.abs().max()) > 0.2  # the comparison has something to compare
+    print(f"largest |cached - live| logit difference: {largest:.4f}")
+    assert largest < 0.005, largest
+    assert True in mixes
+
+
+@pytest.mark.parametrize("distillation_type", ["hard", "soft"])
+def test_training_from_the_cache(folder, tmp_path, distillation_type):
+    make_cache(folder, tmp_path / "c.parquet", PointwiseTeacher(), top_k=2)  # top-k < classes: approximated
+    trainer = trainer_for(folder, tmp_path / "c.parquet", tmp_path, distillation_type)
+    trainer.train()
+    logged = [e for e in trainer.state.log_history if "distillation_loss" in e]
+    assert logged and all(np.isfinite(e["distillation_loss"]) for e in logged)
+
+
+def test_a_stale_or_mismatched_cache_is_refused(folder, tmp_path):
+    make_cache(folder, tmp_path / "c.parquet", PointwiseTeacher())
+    path = str(tmp_path / "c.parquet")
+    for wanted in ({"num_labels": 10}, {"teacher": "another"}, {"input_size": 224}, {"top_k": 1}):
+        with pytest.raises(StaleTeacherCacheError, match="Rebuild it with `hf-deit cache-teacher"):
+            CachedTeacher.load(path, **wanted)
+    # the data changed since: every image relabelled
+    dataset = load_image_dataset(str(folder), "train").add_column("example_index", list(range(16)))
+    moved = dataset.map(lambda label: {"label": (label + 1) % NUM_CLASSES}, input_columns="label")
+    with pytest.raises(StaleTeacherCacheError, match="16 of 16 training images differ"):
+        trainer_for(folder, path, tmp_path, train_dataset=moved)
+    with pytest.raises(StaleTeacherCacheError, match="no example_index column"):
+        trainer_for(folder, path, tmp_path, train_dataset=load_image_dataset(str(folder), "train"))
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    pq.write_table(pa.table({"a": [1]}), tmp_path / "plain.parquet")
+    with pytest.raises(StaleTeacherCacheError, match="not an hf_deit teacher cache"):
+        CachedTeacher.load(str(tmp_path / "plain.parquet"))
+    with pytest.raises(FileNotFoundError, match="hf-deit cache-teacher"):
+        CachedTeacher.load(str(tmp_path / "missing.parquet"))
