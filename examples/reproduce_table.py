@@ -21,6 +21,8 @@ augmentation, optimizer, schedule and epochs, the teachers once (the first seed)
   timm_hard_token       timm's VisionTransformerDistilled of the same size trained with timm's
                         TokenDistillationTask (hard, same CNN teacher): the peer implementation
   soft_token            (optional) DeiT with distillation token, soft distillation, CNN teacher
+  hard_token_cached     (optional) hard_token with the CNN teacher read from a cache made by `hf-deit cache-teacher`
+                        (hf_deit.teacher_cache: one teacher pass, dense label maps pooled over each crop)
 Finished runs are reused (their result.json) unless --overwrite. At the end it writes <docs_dir>/results.md,
 results_cifar10.png (accuracy per configuration + learning curves) and results_cifar10.json (the raw figures the
 page is generated from).
@@ -62,6 +64,8 @@ CONFIGURATIONS = {
     "hard": ("DeiT, hard distillation", "student", "plain", "hard", "teacher_cnn"),
     "soft_token": ("DeiT with distillation token, soft", "student", "distilled", "soft", "teacher_cnn"),
     "hard_token": ("DeiT with distillation token, hard", "student", "distilled", "hard", "teacher_cnn"),
+    "hard_token_cached": ("DeiT with distillation token, hard, cached teacher (dense label maps)", "student",
+                          "distilled", "hard", "teacher_cnn"),
     "hard_token_vit": ("DeiT with distillation token, hard, transformer teacher", "student", "distilled", "hard",
                        "teacher_vit"),
     "timm_hard_token": ("timm TokenDistillationTask (peer), hard", "peer", "distilled", "hard", "teacher_cnn"),
@@ -245,6 +249,8 @@ def train_hf_deit(args, name, data, data_args, run_dir: Path, seed: int) -> dict
         save_strategy="no", logging_steps=10, report_to="none", seed=seed,
         dataloader_num_workers=args.num_workers,
     )
+    if name == "hard_token_cached":
+        training_args.teacher_cache = teacher_cache(Path(args.output_dir) / teacher / "model", data_args)
     torch.manual_seed(seed)  # the same initial weights for every run with this seed and architecture
     model = DeiTForImageClassification(student_config(args, kind, labels, teacher=(role == "teacher")))
     trainer = DistillationTrainer(model=model, args=training_args, data_args=data_args,
@@ -259,6 +265,21 @@ def train_hf_deit(args, name, data, data_args, run_dir: Path, seed: int) -> dict
             "epochs": args.epochs, "params": sum(p.numel() for p in model.parameters()),
             "architecture": f"hf_deit {'distilled ' if kind == 'distilled' else ''}DeiT "
                             f"{model.config.hidden_size}x{model.config.num_hidden_layers}"}
+
+
+def teacher_cache(teacher_dir: Path, data_args: DataArguments) -> str:
+    """The CNN teacher's cache over the training images (made once, beside the teacher; a cache that no longer
+    matches the teacher or the data is refused when loaded, so it is remade then)."""
+    from hf_deit.teacher import load_teacher
+    from hf_deit.teacher_cache import CachedTeacher, StaleTeacherCacheError, cache_teacher_cli, weights_sha256
+
+    path = str(teacher_dir.parent / "cache-train.parquet")
+    try:
+        CachedTeacher.load(path, teacher=str(teacher_dir), teacher_sha256=weights_sha256(load_teacher(str(teacher_dir)).model))
+    except (FileNotFoundError, StaleTeacherCacheError):
+        print(f"[teacher cache] one pass of {teacher_dir} over the training images -> {path}")
+        cache_teacher_cli(str(teacher_dir), data_args.dataset_name, path, split=data_args.train_split)
+    return path
 
 
 @torch.no_grad()

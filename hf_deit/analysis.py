@@ -108,13 +108,14 @@ def analyze_model(
     num_attention_images: int = 4,
 ) -> TokenAnalysis:
     """Measure the two tokens of a distilled DeiT over `batches` ({"pixel_values", "labels"}, the student's
-    evaluation preprocessing). `teacher`: a `FrozenTeacher` (or any module taking the student's batch -> logits)."""
+    evaluation preprocessing). `teacher`: a `FrozenTeacher` (or any module taking the student's batch -> logits).
+    Attention maps are kept for `num_attention_images` images, each of another class."""
     config = model.config
     if not config.use_distillation_token:
         raise ValueError("analyze_model needs a distilled DeiT (use_distillation_token=True): a plain DeiT has one token.")
     model.eval()
     device = next(model.parameters()).device
-    counts, maps, images = _Counts(), [], []
+    counts, maps, images, shown = _Counts(), [], [], set()
     for batch in tqdm(batches, desc="Analysing", unit="batch"):
         pixel_values, labels = batch["pixel_values"].to(device), batch["labels"].to(device)
         outputs = model(pixel_values=pixel_values, output_hidden_states=True, output_attentions=True)
@@ -126,11 +127,16 @@ def analyze_model(
         if teacher is not None:
             predictions["teacher"] = teacher(pixel_values).argmax(-1)
         counts.add(predictions, labels, token_cosine_similarity(outputs.hidden_states, model.deit.layernorm))
-        wanted = num_attention_images - sum(len(m) for m in maps)
-        if wanted > 0:
+        # Attention maps of the first image of each class not shown yet (an evaluation split is often class-sorted).
+        picked = []
+        for row, label in enumerate(labels.tolist()):
+            if len(shown) < num_attention_images and label not in shown:
+                shown.add(label)
+                picked.append(row)
+        if picked:
             grid = model.deit.embeddings.grid_size
-            maps.append(prefix_attention_maps(outputs.attentions[-1][:wanted], config.num_prefix_tokens, grid).cpu())
-            images.append(pixel_values[:wanted].float().cpu())
+            maps.append(prefix_attention_maps(outputs.attentions[-1][picked], config.num_prefix_tokens, grid).cpu())
+            images.append(pixel_values[picked].float().cpu())
     if counts.images == 0:
         raise ValueError("analyze_model got no images: the dataset is empty.")
     names = ["embeddings"] + [f"block {i + 1}" for i in range(config.num_hidden_layers)] + ["final norm"]

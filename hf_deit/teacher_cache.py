@@ -291,10 +291,10 @@ class CachedTeacher(nn.Module):
 
     @classmethod
     def load(cls, path: str, *, num_labels: int | None = None, dataset=None, teacher: str | None = None,
-             input_size: int | None = None, top_k: int | None = None) -> CachedTeacher:
+             teacher_sha256: str | None = None, input_size: int | None = None, top_k: int | None = None) -> CachedTeacher:
         """Read a cache and refuse it (`StaleTeacherCacheError`) when it does not match what is asked: `num_labels`
         (the student's classes), `dataset` (its rows must have the digests the cache was made from), `teacher` (its
-        name), `input_size`, `top_k`."""
+        name), `teacher_sha256` (`weights_sha256` of the teacher now: a retrained teacher), `input_size`, `top_k`."""
         import pyarrow.parquet as pq
 
         if not os.path.isfile(path):
@@ -310,6 +310,7 @@ class CachedTeacher(nn.Module):
         if info.version != CACHE_FORMAT_VERSION:
             raise StaleTeacherCacheError(f"{path} has cache format {info.version}, this hf_deit reads {CACHE_FORMAT_VERSION}. {remake}")
         for name, wanted, have in (("num_classes", num_labels, info.num_classes), ("teacher", teacher, info.teacher),
+                                   ("teacher_sha256", teacher_sha256, info.teacher_sha256),
                                    ("input_size", input_size, info.input_size), ("top_k", top_k, info.top_k)):
             if wanted is not None and wanted != have:
                 raise StaleTeacherCacheError(f"{path} was made with {name}={have!r}, but {wanted!r} is asked for. {remake}")

@@ -134,7 +134,8 @@ def test_training_from_the_cache(folder, tmp_path, distillation_type):
 def test_a_stale_or_mismatched_cache_is_refused(folder, tmp_path):
     make_cache(folder, tmp_path / "c.parquet", PointwiseTeacher())
     path = str(tmp_path / "c.parquet")
-    for wanted in ({"num_labels": 10}, {"teacher": "another"}, {"input_size": 224}, {"top_k": 1}):
+    for wanted in ({"num_labels": 10}, {"teacher": "another"}, {"teacher_sha256": "0" * 64}, {"input_size": 224},
+                   {"top_k": 1}):
         with pytest.raises(StaleTeacherCacheError, match="Rebuild it with `hf-deit cache-teacher"):
             CachedTeacher.load(path, **wanted)
     # the data changed since: every image relabelled
