@@ -244,7 +244,7 @@ def link_from_model_card(model_dir: str, analysis_dir: str, result: TokenAnalysi
     section = (
         f"\n\n{CARD_MARKER}\n## Token analysis\n\n"
         f"On {result.num_images} evaluation images the cls and distillation tokens have cosine similarity "
-        f"{result.cosine_similarity[0]:.2f} after the embeddings and {final:.2f} after the final norm; the two heads "
+        f"{result.cosine_similarity[0]:.3f} after the embeddings and {final:.3f} after the final norm; the two heads "
         f"agree on {100 * result.agreement['cls vs distillation']:.1f}% of the images. Tables: "
         f"[{relative}/{ANALYSIS_MD}]({relative}/{ANALYSIS_MD}); attention maps: "
         f"[{relative}/{ATTENTION_PNG}]({relative}/{ATTENTION_PNG}) (`hf-deit analyze`).\n"

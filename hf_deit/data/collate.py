@@ -81,8 +81,8 @@ PASSTHROUGH_KEYS = {"example_index": torch.long, "crop_box": torch.float32, "cro
 
 
 def _passthrough(examples: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
-    return {key: torch.tensor([e[key] for e in examples], dtype=dtype) for key, dtype in PASSTHROUGH_KEYS.items()
-            if all(key in e for e in examples)}
+    return {key: torch.stack([torch.as_tensor(e[key], dtype=dtype) for e in examples])
+            for key, dtype in PASSTHROUGH_KEYS.items() if all(key in e for e in examples)}
 
 
 class DeiTCollator:

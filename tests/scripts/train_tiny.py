@@ -1,6 +1,7 @@
 """A tiny DistillationTrainer run driven by the tests (tests/test_resume.py, tests/test_distributed.py).
 
     python tests/scripts/train_tiny.py OUT_DIR --dataset map|stream [--kill-at-step N] [--resume] [--record-ids]
+        [--teacher-cache]
     torchrun --nproc_per_node 2 tests/scripts/train_tiny.py OUT_DIR --dataset map --record-ids
 
 Student: DeiT depth 1, width 32, 32 px, drop path 0.1 (so the RNG state matters); teacher: a 2-layer conv net;
@@ -32,7 +33,19 @@ def tiny_teacher() -> nn.Module:
     )
 
 
-def tiny_dataset(kind: str):
+def tiny_cache():
+    """A CachedTeacher of random 2x2 label maps (all classes kept) for the NUM_EXAMPLES rows."""
+    from hf_deit.teacher_cache import CachedTeacher, TeacherCacheInfo
+
+    g = torch.Generator().manual_seed(99)
+    info = TeacherCacheInfo(teacher="random", teacher_sha256="", input_size=32, top_k=NUM_LABELS,
+                            num_classes=NUM_LABELS, map_size=(2, 2), dataset="tiny", split="train",
+                            num_rows=NUM_EXAMPLES, dataset_sha256="")
+    values = torch.randn(NUM_EXAMPLES, 2, 2, NUM_LABELS, generator=g).sort(dim=-1, descending=True)
+    return CachedTeacher(info, values.values.flatten(1), values.indices.flatten(1))
+
+
+def tiny_dataset(kind: str, cache_keys: bool = False):
     from datasets import Dataset
 
     g = torch.Generator().manual_seed(0)
@@ -41,6 +54,11 @@ def tiny_dataset(kind: str):
         "labels": torch.randint(0, NUM_LABELS, (NUM_EXAMPLES,), generator=g).tolist(),
         "idx": list(range(NUM_EXAMPLES)),
     }
+    if cache_keys:  # what the recording train transform would give: a crop box and a flip per example
+        corner = torch.rand(NUM_EXAMPLES, 2, generator=g) * 0.5
+        data["example_index"] = list(range(NUM_EXAMPLES))
+        data["crop_box"] = torch.cat([corner, corner + 0.5], dim=1).numpy()
+        data["crop_flip"] = (torch.rand(NUM_EXAMPLES, generator=g) < 0.5).tolist()
     dataset = Dataset.from_dict(data).with_format("torch")
     if kind == "stream":
         # 4 shards (>= world size), shuffled per pass: set_epoch(pass) reseeds the shard order and the buffer.
@@ -72,6 +90,8 @@ def main() -> None:
     parser.add_argument("--epochs", type=float, default=None)
     parser.add_argument("--mixup", type=float, default=0.8)
     parser.add_argument("--drop-path", type=float, default=0.1)
+    parser.add_argument("--teacher-cache", action="store_true", help="a CachedTeacher (random 2x2 label maps) "
+                        "instead of the live teacher; examples carry example_index, crop_box and crop_flip")
     cli = parser.parse_args()
 
     torch.set_num_threads(1)
@@ -128,10 +148,10 @@ def main() -> None:
     trainer = DistillationTrainer(
         model=model,
         args=args,
-        teacher=tiny_teacher(),
+        teacher=tiny_cache() if cli.teacher_cache else tiny_teacher(),
         data_args=data_args,
         data_collator=collator,
-        train_dataset=tiny_dataset(cli.dataset),
+        train_dataset=tiny_dataset(cli.dataset, cache_keys=cli.teacher_cache),
         callbacks=callbacks,
     )
     trainer.train(resume_from_checkpoint=True if cli.resume else None)
