@@ -417,6 +417,13 @@ class DistillationTrainer(Trainer):
                 self.model, self.model_wrapped = model, wrapped
         return metrics
 
+    def prediction_step(self, model, inputs, prediction_loss_only, ignore_keys=None):
+        # The config tells plain Trainers to collect only the fused logits (keys_to_ignore_at_inference); per-head
+        # metrics need the two heads too, in the order of metrics.HEADS.
+        if ignore_keys is None:
+            ignore_keys = ["hidden_states", "attentions"]
+        return super().prediction_step(model, inputs, prediction_loss_only, ignore_keys)
+
     def create_model_card(self, **kwargs: Any) -> None:
         """README.md (+ training_curves.png) from the run's arguments, logs and config (hf_deit.model_card)."""
         if not self.is_world_process_zero():
