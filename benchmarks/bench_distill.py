@@ -181,8 +181,9 @@ def run_variant(args, device, autocast_dtype, label: str, clock) -> list[dict]:
              torch.randint(0, args.num_labels, (args.batch_size,), generator=g).to(device))
     flops = {}
     if not args.no_flops:  # on eager copies, so that compiled graphs are not traced by the counter
-        flops["hf_deit"] = count_flops(hf_deit_step(argparse.Namespace(**{**vars(args), "compile": "none", "fast_paths": False}),
-                                                    copy.deepcopy(ours), copy.deepcopy(teacher), device, autocast_dtype, batch))
+        eager = argparse.Namespace(**{**vars(args), "compile": "none", "fast_paths": False})
+        flops["hf_deit"] = count_flops(
+            hf_deit_step(eager, copy.deepcopy(ours), copy.deepcopy(teacher), device, autocast_dtype, batch))
         flops["timm"] = flops["hf_deit"]  # the same model FLOPs by construction (same architectures and batch)
     steps = {"hf_deit": hf_deit_step(args, ours, copy.deepcopy(teacher), device, autocast_dtype, batch)}
     if "timm" in args.only:
@@ -206,7 +207,8 @@ def run_variant(args, device, autocast_dtype, label: str, clock) -> list[dict]:
 
 
 def format_rows(rows: list[dict]) -> str:
-    lines = ["| variant | implementation | step ms (min-max) | images/s | hf_deit speed-up | peak GiB | GFLOP/step | MFU |",
+    lines = ["| variant | implementation | step ms (min-max) | images/s | hf_deit speed-up | peak GiB | GFLOP/step "
+             "| MFU |",
              "|---|---|---:|---:|---:|---:|---:|---:|"]
     for r in rows:
         peak = f"{r['peak_memory_gib']:.2f}" if r["peak_memory_gib"] is not None else "n/a"

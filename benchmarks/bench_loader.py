@@ -55,8 +55,8 @@ def loader_rate(dataset, workers: int, batch_size: int, device: torch.device, fi
     """(images/s after the first batch, ms per image of on-device finishing) for one pass over `dataset`."""
     from hf_deit.data import DeiTCollator
 
-    loader = torch.utils.data.DataLoader(dataset, batch_size=batch_size, num_workers=workers, collate_fn=DeiTCollator(1000),
-                                         pin_memory=device.type == "cuda", persistent_workers=False)
+    loader = torch.utils.data.DataLoader(dataset, batch_size=batch_size, num_workers=workers,
+                                         collate_fn=DeiTCollator(1000), pin_memory=device.type == "cuda")
     count, first, finish_seconds = 0, None, 0.0
     for batch in loader:
         pixels = batch["pixel_values"].to(device, non_blocking=True)
@@ -98,7 +98,8 @@ def measure(args, folder: Path, device: torch.device) -> list[dict]:
 
 
 def verdict(rows: list[dict], step_rate: float | None) -> str:
-    lines = ["| batches | workers | loader images/s | per worker | device finish ms/img | step images/s | limit | workers for the step |",
+    lines = ["| batches | workers | loader images/s | per worker | device finish ms/img | step images/s | limit "
+             "| workers for the step |",
              "|---|---:|---:|---:|---:|---:|---|---:|"]
     for r in rows:
         step = f"{step_rate:.0f}" if step_rate else "n/a"

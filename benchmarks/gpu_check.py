@@ -45,10 +45,11 @@ def stages(dry_run: bool, workers: list[int]) -> list[tuple[str, object, list[st
     return [
         ("1. distillation step, bf16 eager", bench_distill.main, PAIR + common + ["--compile", "none"]),
         ("2. DeiT-B student, bf16 eager (MFU)", bench_distill.main, BASE + common + ["--compile", "none"]),
-        ("3. loader vs step", bench_loader.main, ["--synthetic", "1024", "--workers", *map(str, workers), "--repeats", "1",
-                                                  "--batch-size", "128"]),
+        ("3. loader vs step", bench_loader.main,
+         ["--synthetic", "1024", "--workers", *map(str, workers), "--repeats", "1", "--batch-size", "128"]),
         ("4. distillation step, bf16 compiled", bench_distill.main, PAIR + common + ["--compile", "both"]),
-        ("5. DeiT-B student, bf16 compiled (MFU)", bench_distill.main, BASE + common + ["--compile", "both", "--only", "hf_deit"]),
+        ("5. DeiT-B student, bf16 compiled (MFU)", bench_distill.main,
+         BASE + common + ["--compile", "both", "--only", "hf_deit"]),
     ]
 
 
@@ -61,7 +62,8 @@ def main(argv=None) -> None:
     workers = sorted({min(4, cpus - 1), max(1, cpus // 2), max(1, cpus - 1)})
     jsonl = args.out.with_suffix(".jsonl")
     with args.out.open("a") as f:
-        f.write(f"\n# gpu_check {'(dry run) ' if args.dry_run else ''}{datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC\n")
+        now = datetime.datetime.now(datetime.timezone.utc)
+        f.write(f"\n# gpu_check {'(dry run) ' if args.dry_run else ''}{now:%Y-%m-%d %H:%M} UTC\n")
     step_rate = None
     for title, run, stage_argv in stages(args.dry_run, workers):
         if run is bench_loader.main and step_rate:

@@ -1,16 +1,15 @@
 """Optional speed paths of the distillation step, each behind a flag of `DeiTTrainingArguments`.
 
-Where a flag changes numerics it is off by default, so the default run is the paper's fp32 recipe:
+Where a flag changes numerics it is off by default, so the default run is the paper's fp32 recipe (fused AdamW,
+transformers' own default, changes only the rounding order of the update):
 
-| flag (DeiTTrainingArguments)  | what it does                                                        | numerics            |
-|-------------------------------|---------------------------------------------------------------------|---------------------|
-| `--bf16` (transformers)       | autocast to bf16 for the student *and* the teacher (fp32 weights)   | bf16 rounding       |
-| `--torch_compile` (transf.)   | torch.compile the student                                           | fp32 rounding order |
-| `--teacher_torch_compile`     | torch.compile the teacher (same backend/mode as the student's)      | fp32 rounding order |
-| `--teacher_channels_last`     | CNN teacher weights and inputs in channels_last (NHWC kernels)      | fp32 rounding order |
-| `--optim adamw_torch_fused`   | one fused AdamW kernel (transformers' default on torch >= 2.8)      | fp32 rounding order |
-| `--sdpa_backend flash`        | pin the student's attention kernel (flash/efficient/cudnn/math)     | fp32/bf16 rounding  |
-| `--teacher_inference_mode`    | teacher under torch.inference_mode (no version counters; default on)| identical           |
+  --bf16 (transformers)       autocast to bf16 for the student *and* the teacher, fp32 weights    bf16 rounding
+  --torch_compile (transf.)   torch.compile the student                                          fp32 rounding order
+  --teacher_torch_compile     torch.compile the teacher (the student's backend/mode)             fp32 rounding order
+  --teacher_channels_last     CNN teacher weights and inputs channels_last (NHWC kernels)        fp32 rounding order
+  --optim adamw_torch_fused   one fused AdamW kernel (transformers' default on torch >= 2.8)     fp32 rounding order
+  --sdpa_backend flash        pin the student's attention kernel (flash/efficient/cudnn/math)    rounding
+  --teacher_inference_mode    teacher under torch.inference_mode (default on)                    identical
 
 tests/test_fast_paths.py checks each against the default path within its dtype's tolerance; docs/benchmarks.md
 gives their measured effect.
