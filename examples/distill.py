@@ -4,6 +4,9 @@
     python examples/distill.py --dataset_name ../shared/data/cifar10 --eval_split test --image_size 32 \
         --patch_size 4 --teacher_name_or_path runs/teacher_cifar10 --output_dir runs/deit_tiny_cifar10 \
         --num_train_epochs 100 --per_device_train_batch_size 128 --eval_strategy epoch --logging_steps 20
+    # the same without running the teacher: one teacher pass stored first (dense label maps; docs/method.md)
+    hf-deit cache-teacher runs/teacher_cifar10 ../shared/data/cifar10 runs/teacher_cifar10/cache-train.parquet
+    python examples/distill.py <the same flags> --teacher_cache runs/teacher_cifar10/cache-train.parquet
     # the same with 2 DDP processes; on a machine without GPU add `--use_cpu --ddp_backend gloo` (without
     # --use_cpu, transformers 5.23 silently runs 2 independent single-process trainings instead)
     accelerate launch --multi_gpu --num_processes 2 examples/distill.py <the same flags>
