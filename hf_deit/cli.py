@@ -74,19 +74,25 @@ def _predict(args: argparse.Namespace) -> None:
             print(f"  {p['score']:.3f}  {p['label']}")
 
 
-def _version() -> str:
-    import timm
-    import torch
-    import transformers
+class _VersionAction(argparse.Action):
+    """`--version`, importing the libraries only when asked (every other command would pay for it)."""
 
-    from . import __version__
+    def __init__(self, option_strings, dest=argparse.SUPPRESS, default=argparse.SUPPRESS, help=None):
+        super().__init__(option_strings, dest=dest, default=default, nargs=0, help=help)
 
-    return f"hf-deit {__version__} (transformers {transformers.__version__}, timm {timm.__version__}, torch {torch.__version__})"
+    def __call__(self, parser, namespace, values, option_string=None):
+        from importlib.metadata import version
+
+        from . import __version__
+
+        libraries = ", ".join(f"{name} {version(name)}" for name in ("transformers", "timm", "torch"))
+        print(f"hf-deit {__version__} ({libraries})")
+        parser.exit()
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="hf-deit", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--version", action="version", version=_version())
+    parser.add_argument("--version", action=_VersionAction, help="show the versions of hf-deit and its main libraries")
     parser.add_argument("--debug", action="store_true", help="on an error, show the full traceback")
     sub = parser.add_subparsers(dest="command", required=True)
 
