@@ -62,6 +62,7 @@ _LAZY = {
     "FrozenTeacher": "teacher",
     "TeacherMismatchError": "teacher",
     "compute_topk_metrics": "metrics",
+    "load_accuracy_metric": "metrics",
     "DeiTImageClassificationPipeline": "inference",
     "build_model_card": "model_card",
     "model_card_from_trainer": "model_card",
