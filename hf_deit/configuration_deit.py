@@ -104,7 +104,19 @@ class DeiTConfig(PreTrainedConfig):
             self.label2id = {label: index for index, label in self.id2label.items()}
         self._check()
 
+    def _check_sizes(self) -> None:
+        # First, so that a zero or negative size gets this message rather than a ZeroDivisionError below.
+        for name in ("image_size", "patch_size", "num_channels", "hidden_size", "num_hidden_layers", "num_attention_heads"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"{name}={value!r} must be a positive integer.")
+        if self.patch_size > self.image_size:
+            raise ValueError(f"patch_size={self.patch_size} is larger than image_size={self.image_size}.")
+        if not self.mlp_ratio > 0:
+            raise ValueError(f"mlp_ratio={self.mlp_ratio} must be > 0 (DeiT: 4.0).")
+
     def _check(self) -> None:
+        self._check_sizes()
         if self.image_size % self.patch_size != 0:
             raise ValueError(
                 f"image_size={self.image_size} is not divisible by patch_size={self.patch_size}: choose an image_size "

@@ -30,11 +30,14 @@ from transformers import Trainer, TrainerCallback
 from transformers.optimization import get_scheduler
 from transformers.trainer_utils import has_length
 
+from .checkpoints import check_checkpoint, resolve_resume_checkpoint
 from .configuration_deit import PRESETS, DeiTConfig
 from .image_processing import image_processor_for
 from .losses import DistillationLoss, soft_target_cross_entropy
 from .metrics import compute_topk_metrics, topk_predictions
 from .data.collate import mix_batch
+from .data.device_finish import build_device_finish
+from .fast_paths import prepare_teacher, run_teacher, sdpa_context
 from .modeling_deit import DeiTForImageClassification
 from .teacher import FrozenTeacher, load_teacher
 from .training_args import DeiTTrainingArguments
@@ -134,6 +137,11 @@ class DistillationTrainer(Trainer):
             data_collator = data_collator or build_collator(data_args, num_classes=num_labels, train=False)
             mixup = build_mixup(data_args, num_labels)
             eval_data_collator = eval_data_collator or build_collator(data_args, num_classes=num_labels, train=False)
+        if args.ddp_find_unused_parameters is None and isinstance(model, DeiTForImageClassification):
+            # Every parameter of a DeiT student takes part in every loss (both heads; drop path scales branches
+            # instead of skipping them), so DDP need not search for unused ones: with the Trainer's default (search)
+            # every rank warns that it found none, and pays a graph traversal each step.
+            args.ddp_find_unused_parameters = False
         if processing_class is None and isinstance(model.config, DeiTConfig):
             processing_class = image_processor_for(model.config)
         if compute_metrics is None:
@@ -159,6 +167,7 @@ class DistillationTrainer(Trainer):
             args.distillation_type, args.distillation_alpha, args.distillation_tau, self._label_smoothing()
         )
         self.teacher = self._resolve_teacher(teacher)
+        self.device_finish = build_device_finish(data_args)  # used on uint8 batches only (--uint8_batches)
         self.model_ema = None
         if args.use_model_ema:
             from timm.utils import ModelEmaV3
@@ -201,13 +210,20 @@ class DistillationTrainer(Trainer):
             )
         processor = self.processing_class
         # Checked here, before any step: load_teacher raises TeacherMismatchError on a class-count mismatch.
-        return load_teacher(
+        teacher = load_teacher(
             spec,
             num_labels=self.model.config.num_labels,
             device=self.args.device,
             checkpoint_path=self.args.teacher_checkpoint_path,
             student_mean=getattr(processor, "image_mean", None) or IMAGENET_DEFAULT_MEAN,
             student_std=getattr(processor, "image_std", None) or IMAGENET_DEFAULT_STD,
+        )
+        return prepare_teacher(
+            teacher,
+            channels_last=self.args.teacher_channels_last,
+            compile=self.args.teacher_torch_compile,
+            compile_backend=self.args.torch_compile_backend,
+            compile_mode=self.args.torch_compile_mode,
         )
 
     # --- loss -------------------------------------------------------------------------------------------------
@@ -216,10 +232,13 @@ class DistillationTrainer(Trainer):
             raise KeyError(f"DistillationTrainer needs 'labels' in each batch; got keys {sorted(inputs)}.")
         labels = inputs["labels"]
         pixel_values = inputs["pixel_values"]
+        if pixel_values.dtype == torch.uint8:  # --uint8_batches: normalise (+ erase in training) here, on the device
+            pixel_values = self.device_finish(pixel_values, train=model.training)
         if model.training and self.mixup is not None and not labels.is_floating_point():
             pixel_values, labels = self._mix(pixel_values, labels)
         # No labels to the model: its own loss (CE on both heads) is replaced by the distillation loss.
-        outputs = model(pixel_values=pixel_values)
+        with sdpa_context(self.args.sdpa_backend):
+            outputs = model(pixel_values=pixel_values)
         if not model.training:
             # Evaluation loss: CE of the fused prediction (what inference returns); no teacher at evaluation.
             logits = outputs.logits.float()
@@ -231,7 +250,7 @@ class DistillationTrainer(Trainer):
             # The student runs under accelerate's autocast (bf16/fp16) when mixed precision is on; running the
             # teacher under the same autocast gives it the same precision while its weights stay fp32.
             with self.accelerator.autocast():
-                teacher_logits = self.teacher(pixel_values)
+                teacher_logits = run_teacher(self.teacher, pixel_values, self.args.teacher_inference_mode)
         parts = self.loss_fn(outputs, labels, teacher_logits)
         self._check_finite(parts)
         self._accumulate(parts)
@@ -337,11 +356,14 @@ class DistillationTrainer(Trainer):
         # them again (each rank would see 1/world of its share): make that wrapper a pass-through.
         shard = getattr(dataloader, "batch_sampler", None)
         inner = getattr(getattr(shard, "batch_sampler", None), "sampler", None)
+        inner = getattr(inner, "sampler", inner)  # inside the PositionalSampler
         if self.args.world_size > 1 and hasattr(shard, "num_processes") and hasattr(inner, "num_repeats"):
             shard.num_processes, shard.process_index = 1, 0
         return dataloader
 
     def _get_dataloader(self, dataset, description, batch_size, sampler_fn=None, is_training=False, dataloader_key=None):
+        if is_training and has_length(dataset) and not isinstance(dataset, torch.utils.data.IterableDataset):
+            dataset, sampler_fn = self._seeded_training_data(dataset, sampler_fn)
         if is_training or self.eval_data_collator is None:
             return super()._get_dataloader(dataset, description, batch_size, sampler_fn, is_training, dataloader_key)
         # Evaluation batches must not be mixed: swap in the eval collator while this dataloader is built.
@@ -350,6 +372,30 @@ class DistillationTrainer(Trainer):
             return super()._get_dataloader(dataset, description, batch_size, sampler_fn, is_training, dataloader_key)
         finally:
             self.data_collator = train_collator
+
+    def _seeded_training_data(self, dataset, sampler_fn):
+        """Map-style training data read with (epoch, position) keys, so that each image is augmented under its own
+        seed: a resumed run skips the trained batches without loading them, and its images must still be augmented
+        as in the uninterrupted run (see hf_deit/data/seeding.py)."""
+        from accelerate.data_loader import SeedableRandomSampler
+        from torch.utils.data import RandomSampler, SequentialSampler
+
+        from .data.seeding import PositionalSampler, SeededAugmentation
+
+        seed = self.args.data_seed if self.args.data_seed is not None else self.args.seed
+
+        def positional_sampler(wrapped: SeededAugmentation) -> PositionalSampler:
+            sampler = sampler_fn(wrapped.dataset) if sampler_fn is not None else SequentialSampler(wrapped.dataset)
+            if type(sampler) is RandomSampler:
+                # accelerate swaps a plain RandomSampler for its epoch-seeded one, which it no longer sees inside
+                # the wrapper: do the same here, or a resumed epoch would be shuffled differently.
+                sampler = SeedableRandomSampler(
+                    data_source=sampler.data_source, replacement=sampler.replacement,
+                    num_samples=sampler._num_samples, generator=sampler.generator, data_seed=seed,
+                )
+            return PositionalSampler(sampler)
+
+        return SeededAugmentation(dataset, seed=seed, rank=self.args.process_index), positional_sampler
 
     # --- checkpoints and exact resume -------------------------------------------------------------------------
     def _run_epoch(self, **kwargs):
@@ -373,7 +419,34 @@ class DistillationTrainer(Trainer):
             logger.warning("%s has no %s: the stream restarts from its first pass.", resume_from_checkpoint, STREAM_STATE_NAME)
         return epochs, batches
 
+    def train(self, resume_from_checkpoint: str | bool | None = None, trial=None, ignore_keys_for_eval=None, **kwargs):
+        """`Trainer.train`, with `resume_from_checkpoint` also taking "True"/"False" as a command line gives them, and
+        a checkpoint checked before anything is loaded (hf_deit.checkpoints: missing optimizer/scheduler state or a
+        corrupt file stop the run; a missing RNG state warns that the resume is no longer exact)."""
+        checkpoint = resolve_resume_checkpoint(resume_from_checkpoint, self.args.output_dir)
+        # DeepSpeed and FSDP write their optimizer state in their own layouts, which they check themselves.
+        if checkpoint is not None and not (self.is_deepspeed_enabled or self.is_fsdp_enabled):
+            check_checkpoint(checkpoint, self.args.process_index, self.args.world_size)
+        return super().train(
+            resume_from_checkpoint=checkpoint, trial=trial, ignore_keys_for_eval=ignore_keys_for_eval, **kwargs
+        )
+
+    def _check_finite_weights(self, what: str) -> None:
+        """A checkpoint or final model with NaN/inf weights is worse than none: stop before writing it."""
+        for name, param in self.model.named_parameters():
+            if not torch.isfinite(param).all():
+                raise FloatingPointError(
+                    f"Non-finite values in {name} after global step {self.state.global_step}: {what} not saved. The "
+                    "last step diverged (its loss was still finite): lower the learning rate, warm up longer or "
+                    "clip gradients (--max_grad_norm 1.0), and resume from the last checkpoint."
+                )
+
+    def save_model(self, output_dir: str | None = None, _internal_call: bool = False) -> None:
+        self._check_finite_weights("the model was")
+        super().save_model(output_dir, _internal_call)
+
     def _save_checkpoint(self, model, trial):
+        self._check_finite_weights(f"checkpoint-{self.state.global_step} was")
         super()._save_checkpoint(model, trial)
         if not self.args.should_save:
             return

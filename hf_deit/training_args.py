@@ -10,11 +10,13 @@ hard distillation with alpha 0.5 from a RegNetY-16GF teacher.
 from __future__ import annotations
 
 import logging
+import os
 from dataclasses import dataclass, field
 
 from transformers import TrainingArguments
 
 from .configuration_deit import PRESETS
+from .fast_paths import SDPA_BACKENDS
 from .losses import DISTILLATION_TYPES
 from .teacher import DEFAULT_TEACHER
 
@@ -50,6 +52,36 @@ class DeiTTrainingArguments(TrainingArguments):
     teacher_checkpoint_path: str | None = field(
         default=None,
         metadata={"help": "Local weights file for a timm teacher named by teacher_name_or_path (architecture name)."},
+    )
+    # --- speed (hf_deit.fast_paths; the default keeps the paper's fp32 numerics)
+    teacher_torch_compile: bool = field(
+        default=False,
+        metadata={
+            "help": "torch.compile the teacher with --torch_compile_backend/--torch_compile_mode (inductor by default); "
+            "--torch_compile compiles only the student. Same logits up to fp32 rounding order."
+        },
+    )
+    teacher_channels_last: bool = field(
+        default=False,
+        metadata={
+            "help": "Run a CNN teacher in channels_last (NHWC) memory format, the fast layout for cuDNN's bf16/fp16 "
+            "convolutions. Same logits up to fp32 rounding order; no effect on transformer teachers."
+        },
+    )
+    teacher_inference_mode: bool = field(
+        default=True,
+        metadata={
+            "help": "Run the teacher under torch.inference_mode (else torch.no_grad): no autograd bookkeeping at all. "
+            "Identical logits."
+        },
+    )
+    sdpa_backend: str | None = field(
+        default=None,
+        metadata={
+            "help": "Pin the student's attention kernel: 'flash', 'efficient', 'cudnn' or 'math' (default: torch "
+            "chooses). Flash needs bf16/fp16 on CUDA; all give the same attention up to rounding.",
+            "choices": list(SDPA_BACKENDS),
+        },
     )
     # --- student
     student_preset: str = field(
@@ -127,6 +159,8 @@ class DeiTTrainingArguments(TrainingArguments):
             raise ValueError(f"warmup_epochs={self.warmup_epochs} must be >= 0.")
         if self.base_learning_rate <= 0:
             raise ValueError(f"base_learning_rate={self.base_learning_rate} must be > 0.")
+        if self.sdpa_backend is not None and self.sdpa_backend not in SDPA_BACKENDS:
+            raise ValueError(f"sdpa_backend={self.sdpa_backend!r}: use one of {sorted(SDPA_BACKENDS)} or leave it unset.")
         if self.distillation_type != "none" and not self.teacher_name_or_path:
             logger.info("No teacher_name_or_path: DistillationTrainer must then be given a teacher module.")
         # TrainingArguments.__post_init__ sets up the devices (and the process group under torchrun/accelerate),
@@ -134,6 +168,37 @@ class DeiTTrainingArguments(TrainingArguments):
         super().__post_init__()
         if self.scale_lr:
             self.learning_rate = self.base_learning_rate * self.global_train_batch_size / LR_REFERENCE_BATCH
+        self._check_trains()
+        self._check_launch()
+
+    def _check_trains(self) -> None:
+        """Refuse a run that would save an untrained model (and a model card for it) and exit 0."""
+        if self.max_steps == 0 or self.max_steps < -1:
+            raise ValueError(
+                f"max_steps={self.max_steps} trains nothing: give a positive number of optimizer steps, or leave "
+                "--max_steps unset (-1) to train for --num_train_epochs."
+            )
+        if self.max_steps == -1 and self.num_train_epochs <= 0:
+            raise ValueError(
+                f"num_train_epochs={self.num_train_epochs} trains nothing: give a positive number of epochs (the "
+                "paper: 300), or a positive --max_steps."
+            )
+        if self.learning_rate <= 0:
+            raise ValueError(
+                f"learning_rate={self.learning_rate} trains nothing: give a positive --learning_rate, or drop "
+                "--scale_lr False to use base_learning_rate x global_batch / 512."
+            )
+
+    def _check_launch(self) -> None:
+        """A multi-process launch that the Trainer sees as one process trains N independent copies into one
+        output_dir (transformers 5.23 on a machine without GPU, unless told to use the CPU)."""
+        launched = int(os.environ.get("WORLD_SIZE", "1"))
+        if launched > 1 and self.world_size == 1:
+            raise ValueError(
+                f"Launched as {launched} processes (WORLD_SIZE={launched}) but the Trainer sees one: each process "
+                "would train its own copy and all would write to the same output_dir. On a machine without GPU add "
+                "--use_cpu --ddp_backend gloo; with GPUs, check that accelerate/torchrun sees them."
+            )
 
     @property
     def global_train_batch_size(self) -> int:
