@@ -110,7 +110,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--format", choices=["parquet", "webdataset"], default="parquet")
     p.set_defaults(func=_shard)
 
-    p = sub.add_parser("predict", help="classify images with a saved model folder (hf_deit, transformers or timm) or Hub id")
+    p = sub.add_parser(
+        "predict", help="classify images with a saved model folder (hf_deit, transformers or timm) or Hub id"
+    )
     p.add_argument("model")
     p.add_argument("images", nargs="+", help="image files and/or folders of images")
     p.add_argument("--top-k", type=int, default=5)

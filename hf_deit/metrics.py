@@ -2,7 +2,8 @@
 
 `evaluate.load("accuracy")` fetches its metric script from the Hub, which fails offline and has no top-k, so top-k
 is computed here in torch. For `evaluate`'s own tools (e.g. `evaluate.evaluator("image-classification")`), hf_deit
-ships a top-1 accuracy metric script that loads by path, offline: `load_accuracy_metric()` (docs/evaluate.md). To keep evaluation memory small with 1000 classes, `topk_predictions` (the Trainer's
+ships a top-1 accuracy metric script that loads by path, offline: `load_accuracy_metric()` (docs/evaluate.md).
+To keep evaluation memory small with 1000 classes, `topk_predictions` (the Trainer's
 `preprocess_logits_for_metrics`) reduces each batch to its top-5 class ids per head before the Trainer gathers them:
 (batch, heads, 5) ints instead of (batch, heads, 1000) floats.
 """

@@ -48,5 +48,7 @@ def shared_data() -> Path:
 
 def pytest_configure(config):
     # Markers used by transformers' common model tests (tests/test_modeling_deit_common.py).
-    for marker in ("accelerate_tests", "flash_attn_test", "flash_attn_3_test", "flash_attn_4_test", "torch_compile_test"):
+    markers = ("slow", "accelerate_tests", "flash_attn_test", "flash_attn_3_test", "flash_attn_4_test",
+               "torch_compile_test")  # fmt: skip
+    for marker in markers:
         config.addinivalue_line("markers", f"{marker}: transformers' test marker")

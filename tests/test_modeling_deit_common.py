@@ -38,13 +38,16 @@ import unittest
 
 import pytest
 import torch
-from parameterized import parameterized
 
 from hf_deit import DeiTConfig, DeiTForImageClassification, DeiTModel
 
-try:
-    from transformers_common.loader import BatteryUnavailable, load_battery
+from transformers_common.loader import BatteryUnavailable, load_battery
 
+try:
+    try:
+        from parameterized import parameterized  # transformers' test files need it too (the `dev` extra has it)
+    except ImportError as error:
+        raise BatteryUnavailable(f"{error} (pip install -e '.[dev]')") from error
     test_modeling_common, test_configuration_common = load_battery()
 except BatteryUnavailable as error:
     if os.environ.get("CI", "").lower() == "true":

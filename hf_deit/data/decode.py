@@ -4,7 +4,8 @@ Every source (folder, parquet, webdataset, Hub) is read with `datasets.Image(dec
 image arrives as `{"bytes": ..., "path": ...}` and is decoded exactly once, here. That is where a bad file can
 be caught: datasets' own decoder would raise inside the DataLoader and kill the run.
 
-- Odd but valid images become RGB (the conversion lives in `hf_deit.image_decoding`, shared with inference): grayscale (L, 1, I), 16-bit PNG (I;16, scaled, not clipped), CMYK JPEG,
+- Odd but valid images become RGB (the conversion lives in `hf_deit.image_decoding`, shared with inference):
+  grayscale (L, 1, I), 16-bit PNG (I;16, scaled, not clipped), CMYK JPEG,
   RGBA / LA / palette PNG (alpha dropped, like timm's and torchvision's loaders), EXIF rotation applied (like
   datasets' own `Image` feature).
 - Broken ones are skipped and counted by a `BadImageCounter`: zero-byte files, non-images, truncated files,
