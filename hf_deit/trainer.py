@@ -128,6 +128,12 @@ class DistillationTrainer(Trainer):
         if model is None:
             raise ValueError("DistillationTrainer needs a model: e.g. prepare_student(args.student_preset, num_labels=...).")
         num_labels = model.config.num_labels
+        if getattr(model.config, "problem_type", None) in ("regression", "multi_label_classification"):
+            raise ValueError(
+                f"DistillationTrainer trains single-label classifiers; this model has problem_type="
+                f"{model.config.problem_type!r}. Train it with transformers.Trainer: the model's own loss follows "
+                "problem_type (docs/method.md)."
+            )
         mixup = None
         if data_args is not None:
             from .data import build_collator, build_mixup
