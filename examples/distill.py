@@ -31,6 +31,7 @@ from transformers import HfArgumentParser, set_seed
 from hf_deit import DeiTConfig, DeiTForImageClassification, DeiTTrainingArguments
 from hf_deit.configuration_deit import FUSIONS
 from hf_deit.data import DataArguments, build_datasets
+from hf_deit.teacher import check_teacher_source, load_teacher
 from hf_deit.trainer import DistillationTrainer, prepare_student
 
 
@@ -77,13 +78,32 @@ def build_student(model_args: ModelArguments, data_args: DataArguments, args: De
     return DeiTForImageClassification(config)
 
 
+def check_before_data(model_args: ModelArguments, data_args: DataArguments, args: DeiTTrainingArguments):
+    """What can fail without the data is checked before it is read (an ImageNet scan takes minutes): the student's
+    configuration at this image size, the teacher's name or path and, once the labels are known, its class count.
+    The flags themselves were checked when parsed (each dataclass' __post_init__). Returns the `check_labels`
+    callback for build_datasets."""
+    if model_args.model_name_or_path is None:
+        DeiTConfig.from_preset(args.student_preset, image_size=data_args.image_size, **model_args.overrides())
+    if args.distillation_type == "none" or not args.teacher_name_or_path:
+        return None  # no teacher to check (the trainer says what is missing)
+    check_teacher_source(args.teacher_name_or_path)
+
+    def check_teacher_classes(labels: list[str]) -> None:
+        # Loaded once here only to compare class counts (TeacherMismatchError); the trainer loads it for training.
+        load_teacher(args.teacher_name_or_path, num_labels=len(labels), checkpoint_path=args.teacher_checkpoint_path)
+
+    return check_teacher_classes
+
+
 def main() -> None:
     parser = HfArgumentParser((ModelArguments, DataArguments, DeiTTrainingArguments))
     model_args, data_args, training_args = parser.parse_args_into_dataclasses()
+    check_labels = check_before_data(model_args, data_args, training_args)
 
     # No rank split here: with dispatch_batches off, accelerate gives each process whole shards of a stream
     # (`IterableDataset.shard`), and the trainer's (repeated-augmentation) sampler splits map-style data.
-    train_dataset, eval_dataset, labels = build_datasets(data_args, seed=training_args.seed)
+    train_dataset, eval_dataset, labels = build_datasets(data_args, seed=training_args.seed, check_labels=check_labels)
     if data_args.streaming:
         # Each rank reads its own shards; by default accelerate would have rank 0 read and split every batch.
         training_args.accelerator_config.dispatch_batches = False
@@ -99,6 +119,7 @@ def main() -> None:
         eval_dataset=eval_dataset,
     )
 
+    # --resume_from_checkpoint True: the newest checkpoint-* in output_dir; or a checkpoint path (checked first).
     train_result = trainer.train(resume_from_checkpoint=training_args.resume_from_checkpoint)
     trainer.save_model()  # weights + config + model code + image processor
     trainer.log_metrics("train", train_result.metrics)

@@ -232,11 +232,41 @@ def load_teacher(
     return teacher
 
 
+def _looks_like_path(spec: str) -> bool:
+    """A spec meant as a local folder rather than a Hub id ("org/name") or a timm name."""
+    first = spec.split("/", 1)[0]
+    return (
+        os.path.isabs(spec) or spec.startswith(("./", "../", "~")) or spec.count("/") > 1
+        or ("/" in spec and os.path.isdir(first))
+    )
+
+
+def check_teacher_source(spec: str) -> None:
+    """Cheap checks that `spec` can name a teacher, before anything is downloaded or loaded: a path that does not
+    exist, or a bare name that is not a timm model, fail here with a message about the teacher."""
+    if os.path.isdir(spec):
+        return
+    if _looks_like_path(spec):
+        raise FileNotFoundError(
+            f"teacher path {spec} does not exist: give --teacher_name_or_path an existing folder (e.g. the output_dir "
+            "of examples/train_teacher.py), a timm name or a Hub id."
+        )
+    if "/" not in spec and not spec.startswith("hf-hub:"):
+        import timm
+
+        if not timm.is_model(spec):
+            raise ValueError(
+                f"Unknown teacher {spec!r}: not a local folder and not a timm model name (timm.list_models('*regnet*') "
+                "lists names; the paper's teacher is timm/regnety_160.deit_in1k). Fix --teacher_name_or_path."
+            )
+
+
 def _load_from_string(
     spec: str, num_labels: int | None, pretrained: bool, checkpoint_path: str | None, overrides: dict, student_stats: dict
 ) -> FrozenTeacher:
     import timm
 
+    check_teacher_source(spec)
     if os.path.isdir(spec):
         if _is_timm_dir(spec):
             return _timm_teacher(timm.create_model(f"local-dir:{spec}", pretrained=True), **overrides, **student_stats)
@@ -266,7 +296,13 @@ def _load_from_string(
 def _load_transformers(path: str, overrides: dict, student_stats: dict) -> FrozenTeacher:
     from transformers import AutoImageProcessor, AutoModelForImageClassification
 
-    model = AutoModelForImageClassification.from_pretrained(path)
+    try:
+        model = AutoModelForImageClassification.from_pretrained(path)
+    except (OSError, ValueError) as error:  # ValueError: huggingface_hub's "Repo id must be in the form ..."
+        raise OSError(
+            f"Could not load the teacher {path!r}: not a local folder, and not loadable as a Hub image classifier "
+            f"({error}). Fix --teacher_name_or_path (offline, a Hub teacher must already be in the cache)."
+        ) from error
     try:
         processor = AutoImageProcessor.from_pretrained(path)
     except (OSError, ValueError):
@@ -274,4 +310,4 @@ def _load_transformers(path: str, overrides: dict, student_stats: dict) -> Froze
     return _transformers_teacher(model, processor, **overrides, **student_stats)
 
 
-__all__ = ["DEFAULT_TEACHER", "FrozenTeacher", "TeacherMismatchError", "load_teacher"]
+__all__ = ["DEFAULT_TEACHER", "FrozenTeacher", "TeacherMismatchError", "check_teacher_source", "load_teacher"]

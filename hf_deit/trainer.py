@@ -30,6 +30,7 @@ from transformers import Trainer, TrainerCallback
 from transformers.optimization import get_scheduler
 from transformers.trainer_utils import has_length
 
+from .checkpoints import check_checkpoint, resolve_resume_checkpoint
 from .configuration_deit import PRESETS, DeiTConfig
 from .image_processing import image_processor_for
 from .losses import DistillationLoss, soft_target_cross_entropy
@@ -136,6 +137,11 @@ class DistillationTrainer(Trainer):
             data_collator = data_collator or build_collator(data_args, num_classes=num_labels, train=False)
             mixup = build_mixup(data_args, num_labels)
             eval_data_collator = eval_data_collator or build_collator(data_args, num_classes=num_labels, train=False)
+        if args.ddp_find_unused_parameters is None and isinstance(model, DeiTForImageClassification):
+            # Every parameter of a DeiT student takes part in every loss (both heads; drop path scales branches
+            # instead of skipping them), so DDP need not search for unused ones: with the Trainer's default (search)
+            # every rank warns that it found none, and pays a graph traversal each step.
+            args.ddp_find_unused_parameters = False
         if processing_class is None and isinstance(model.config, DeiTConfig):
             processing_class = image_processor_for(model.config)
         if compute_metrics is None:
@@ -350,11 +356,14 @@ class DistillationTrainer(Trainer):
         # them again (each rank would see 1/world of its share): make that wrapper a pass-through.
         shard = getattr(dataloader, "batch_sampler", None)
         inner = getattr(getattr(shard, "batch_sampler", None), "sampler", None)
+        inner = getattr(inner, "sampler", inner)  # inside the PositionalSampler
         if self.args.world_size > 1 and hasattr(shard, "num_processes") and hasattr(inner, "num_repeats"):
             shard.num_processes, shard.process_index = 1, 0
         return dataloader
 
     def _get_dataloader(self, dataset, description, batch_size, sampler_fn=None, is_training=False, dataloader_key=None):
+        if is_training and has_length(dataset) and not isinstance(dataset, torch.utils.data.IterableDataset):
+            dataset, sampler_fn = self._seeded_training_data(dataset, sampler_fn)
         if is_training or self.eval_data_collator is None:
             return super()._get_dataloader(dataset, description, batch_size, sampler_fn, is_training, dataloader_key)
         # Evaluation batches must not be mixed: swap in the eval collator while this dataloader is built.
@@ -363,6 +372,30 @@ class DistillationTrainer(Trainer):
             return super()._get_dataloader(dataset, description, batch_size, sampler_fn, is_training, dataloader_key)
         finally:
             self.data_collator = train_collator
+
+    def _seeded_training_data(self, dataset, sampler_fn):
+        """Map-style training data read with (epoch, position) keys, so that each image is augmented under its own
+        seed: a resumed run skips the trained batches without loading them, and its images must still be augmented
+        as in the uninterrupted run (see hf_deit/data/seeding.py)."""
+        from accelerate.data_loader import SeedableRandomSampler
+        from torch.utils.data import RandomSampler, SequentialSampler
+
+        from .data.seeding import PositionalSampler, SeededAugmentation
+
+        seed = self.args.data_seed if self.args.data_seed is not None else self.args.seed
+
+        def positional_sampler(wrapped: SeededAugmentation) -> PositionalSampler:
+            sampler = sampler_fn(wrapped.dataset) if sampler_fn is not None else SequentialSampler(wrapped.dataset)
+            if type(sampler) is RandomSampler:
+                # accelerate swaps a plain RandomSampler for its epoch-seeded one, which it no longer sees inside
+                # the wrapper: do the same here, or a resumed epoch would be shuffled differently.
+                sampler = SeedableRandomSampler(
+                    data_source=sampler.data_source, replacement=sampler.replacement,
+                    num_samples=sampler._num_samples, generator=sampler.generator, data_seed=seed,
+                )
+            return PositionalSampler(sampler)
+
+        return SeededAugmentation(dataset, seed=seed, rank=self.args.process_index), positional_sampler
 
     # --- checkpoints and exact resume -------------------------------------------------------------------------
     def _run_epoch(self, **kwargs):
@@ -386,7 +419,34 @@ class DistillationTrainer(Trainer):
             logger.warning("%s has no %s: the stream restarts from its first pass.", resume_from_checkpoint, STREAM_STATE_NAME)
         return epochs, batches
 
+    def train(self, resume_from_checkpoint: str | bool | None = None, trial=None, ignore_keys_for_eval=None, **kwargs):
+        """`Trainer.train`, with `resume_from_checkpoint` also taking "True"/"False" as a command line gives them, and
+        a checkpoint checked before anything is loaded (hf_deit.checkpoints: missing optimizer/scheduler state or a
+        corrupt file stop the run; a missing RNG state warns that the resume is no longer exact)."""
+        checkpoint = resolve_resume_checkpoint(resume_from_checkpoint, self.args.output_dir)
+        # DeepSpeed and FSDP write their optimizer state in their own layouts, which they check themselves.
+        if checkpoint is not None and not (self.is_deepspeed_enabled or self.is_fsdp_enabled):
+            check_checkpoint(checkpoint, self.args.process_index, self.args.world_size)
+        return super().train(
+            resume_from_checkpoint=checkpoint, trial=trial, ignore_keys_for_eval=ignore_keys_for_eval, **kwargs
+        )
+
+    def _check_finite_weights(self, what: str) -> None:
+        """A checkpoint or final model with NaN/inf weights is worse than none: stop before writing it."""
+        for name, param in self.model.named_parameters():
+            if not torch.isfinite(param).all():
+                raise FloatingPointError(
+                    f"Non-finite values in {name} after global step {self.state.global_step}: {what} not saved. The "
+                    "last step diverged (its loss was still finite): lower the learning rate, warm up longer or "
+                    "clip gradients (--max_grad_norm 1.0), and resume from the last checkpoint."
+                )
+
+    def save_model(self, output_dir: str | None = None, _internal_call: bool = False) -> None:
+        self._check_finite_weights("the model was")
+        super().save_model(output_dir, _internal_call)
+
     def _save_checkpoint(self, model, trial):
+        self._check_finite_weights(f"checkpoint-{self.state.global_step} was")
         super()._save_checkpoint(model, trial)
         if not self.args.should_save:
             return
@@ -429,6 +489,13 @@ class DistillationTrainer(Trainer):
             finally:
                 self.model, self.model_wrapped = model, wrapped
         return metrics
+
+    def prediction_step(self, model, inputs, prediction_loss_only, ignore_keys=None):
+        # The config tells plain Trainers to collect only the fused logits (keys_to_ignore_at_inference); per-head
+        # metrics need the two heads too, in the order of metrics.HEADS.
+        if ignore_keys is None:
+            ignore_keys = ["hidden_states", "attentions"]
+        return super().prediction_step(model, inputs, prediction_loss_only, ignore_keys)
 
     def create_model_card(self, **kwargs: Any) -> None:
         """README.md (+ training_curves.png) from the run's arguments, logs and config (hf_deit.model_card)."""

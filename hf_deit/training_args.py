@@ -10,6 +10,7 @@ hard distillation with alpha 0.5 from a RegNetY-16GF teacher.
 from __future__ import annotations
 
 import logging
+import os
 from dataclasses import dataclass, field
 
 from transformers import TrainingArguments
@@ -167,6 +168,37 @@ class DeiTTrainingArguments(TrainingArguments):
         super().__post_init__()
         if self.scale_lr:
             self.learning_rate = self.base_learning_rate * self.global_train_batch_size / LR_REFERENCE_BATCH
+        self._check_trains()
+        self._check_launch()
+
+    def _check_trains(self) -> None:
+        """Refuse a run that would save an untrained model (and a model card for it) and exit 0."""
+        if self.max_steps == 0 or self.max_steps < -1:
+            raise ValueError(
+                f"max_steps={self.max_steps} trains nothing: give a positive number of optimizer steps, or leave "
+                "--max_steps unset (-1) to train for --num_train_epochs."
+            )
+        if self.max_steps == -1 and self.num_train_epochs <= 0:
+            raise ValueError(
+                f"num_train_epochs={self.num_train_epochs} trains nothing: give a positive number of epochs (the "
+                "paper: 300), or a positive --max_steps."
+            )
+        if self.learning_rate <= 0:
+            raise ValueError(
+                f"learning_rate={self.learning_rate} trains nothing: give a positive --learning_rate, or drop "
+                "--scale_lr False to use base_learning_rate x global_batch / 512."
+            )
+
+    def _check_launch(self) -> None:
+        """A multi-process launch that the Trainer sees as one process trains N independent copies into one
+        output_dir (transformers 5.23 on a machine without GPU, unless told to use the CPU)."""
+        launched = int(os.environ.get("WORLD_SIZE", "1"))
+        if launched > 1 and self.world_size == 1:
+            raise ValueError(
+                f"Launched as {launched} processes (WORLD_SIZE={launched}) but the Trainer sees one: each process "
+                "would train its own copy and all would write to the same output_dir. On a machine without GPU add "
+                "--use_cpu --ddp_backend gloo; with GPUs, check that accelerate/torchrun sees them."
+            )
 
     @property
     def global_train_batch_size(self) -> int:

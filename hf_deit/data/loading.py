@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import csv
 import logging
+import os
 import re
 from pathlib import Path
 from typing import Union
@@ -35,6 +36,7 @@ IMAGENET_PARQUET_ID = "ILSVRC/imagenet-1k"  # parquet on the Hub, splits train /
 IMAGENET_WDS_ID = "timm/imagenet-1k-wds"  # webdataset tars on the Hub, columns jpg / cls
 CLASS_INDEX_FILENAMES = ("classes.tsv", "LOC_synset_mapping.txt", "classes.txt")
 IMAGE_COLUMNS = ("image", "img", "jpg", "jpeg", "png", "webp")
+IMAGE_SUFFIXES = {".jpeg", ".jpg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm"}
 LABEL_COLUMNS = ("label", "labels", "cls", "class")
 SPLIT_ALIASES = {"train": "train", "training": "train", "val": "validation", "valid": "validation",
                  "validation": "validation", "test": "test"}
@@ -74,26 +76,67 @@ def _split_of(relative_path: Path) -> str:
     return "train"
 
 
-def _local_data_files(folder: Path, extension: str) -> dict[str, list[str]]:
+def find_splits(folder: Path) -> dict[str, Path]:
+    """An image folder's train/ val/ test/ sub-folders; a folder of class folders alone is one 'train' split."""
+    splits = {SPLIT_ALIASES[p.name.lower()]: p for p in sorted(folder.iterdir())
+              if p.is_dir() and p.name.lower() in SPLIT_ALIASES}
+    return splits or {"train": folder}
+
+
+def class_dirs(split_dir: Path) -> list[Path]:
+    return sorted(p for p in split_dir.iterdir() if p.is_dir())
+
+
+def folder_class_names(folder: Path) -> list[str]:
+    """Class names of an image folder: the sorted union of class folder names over its splits, empty ones included
+    (datasets' imagefolder would drop a class folder without images and shift every later label id)."""
+    names = set()
+    for split_dir in find_splits(folder).values():
+        for class_dir in class_dirs(split_dir):
+            names.add(class_dir.name)
+            if not any(p.suffix.lower() in IMAGE_SUFFIXES for p in class_dir.iterdir()):
+                logger.warning("class folder %s holds no images; it keeps its label id", class_dir)
+    return sorted(names)
+
+
+def _local_files(folder: Path) -> tuple[str, dict[str, list[str]]]:
+    """(builder, data files per split) for a local folder, typed by what most of its files are: parquet shards,
+    webdataset tars or images. A few files of another kind (a stray .tar beside the images) are ignored, with a
+    warning, rather than switching the whole folder to another format."""
+    found: dict[str, list[Path]] = {"parquet": [], "webdataset": [], "imagefolder": []}
+    for root, _, names in os.walk(folder):
+        for name in names:
+            suffix = os.path.splitext(name)[1].lower()
+            kind = {".parquet": "parquet", ".tar": "webdataset"}.get(suffix)
+            if kind is None and suffix in IMAGE_SUFFIXES:
+                kind = "imagefolder"
+            if kind is not None:
+                found[kind].append(Path(root) / name)
+    # max keeps the first of equal counts: parquet, then webdataset, then images
+    builder = max(found, key=lambda kind: len(found[kind]))
+    for kind, paths in found.items():
+        if kind != builder and paths:
+            logger.warning(
+                "%s is read as %s (%d files); ignoring %d %s file(s) in it, e.g. %s", folder, builder,
+                len(found[builder]), len(paths), kind, paths[0],
+            )
     files: dict[str, list[str]] = {}
-    for path in sorted(folder.rglob(f"*.{extension}")):
+    for path in sorted(found[builder]):
         files.setdefault(_split_of(path.relative_to(folder)), []).append(str(path))
-    return files
+    return builder, files
 
 
 def _load_raw(name_or_path: str, config_name: str | None, split: str | None, streaming: bool,
-              cache_dir: str | None) -> AnyDatasetOrDict:
-    """`load_dataset` on the right builder. Local folders are typed by their files (parquet, tar, else images) rather
-    than by datasets' extension vote, which a lone classes.tsv next to one shard could swing."""
-    folder = Path(name_or_path)
+              cache_dir: str | None, local: tuple[str, dict[str, list[str]]] | None) -> AnyDatasetOrDict:
+    """`load_dataset` on the right builder. Local folders are typed by their files (see `_local_files`) rather than
+    by datasets' extension vote, which a lone classes.tsv next to one shard could swing."""
     kwargs = dict(split=split, streaming=streaming, cache_dir=cache_dir)
-    if not folder.is_dir():
+    if local is None:
         return load_dataset(name_or_path, config_name, **kwargs)
-    for builder, extension in (("parquet", "parquet"), ("webdataset", "tar")):
-        data_files = _local_data_files(folder, extension)
-        if data_files:
-            return load_dataset(builder, data_files=data_files, **kwargs)
-    return load_dataset("imagefolder", data_dir=str(folder), **kwargs)
+    builder, data_files = local
+    if builder == "imagefolder":
+        return load_dataset("imagefolder", data_dir=name_or_path, **kwargs)
+    return load_dataset(builder, data_files=data_files, **kwargs)
 
 
 def _pick_column(columns: list[str], wanted: str | None, candidates: tuple[str, ...], what: str) -> str:
@@ -185,7 +228,10 @@ def load_image_dataset(
     """
     index_file = class_index_file or find_class_index_file(name_or_path)
     class_names = read_class_index(index_file) if index_file else None
-    raw = _load_raw(name_or_path, config_name, split, streaming, cache_dir)
+    local = _local_files(Path(name_or_path)) if Path(name_or_path).is_dir() else None
+    if class_names is None and local is not None and local[0] == "imagefolder":
+        class_names = folder_class_names(Path(name_or_path))  # the same label set as `hf-deit shard` writes
+    raw = _load_raw(name_or_path, config_name, split, streaming, cache_dir, local)
     if isinstance(raw, (DatasetDict, IterableDatasetDict)):
         return type(raw)({
             name: _standardize(part, name_or_path, class_names, image_column, label_column) for name, part in raw.items()

@@ -25,6 +25,7 @@ from timm.data.distributed_sampler import RepeatAugSampler
 from .arguments import DataArguments
 from .decode import BadImageCounter, BrokenImageError, decode_image, image_key
 from .loading import AnyDataset, load_image_dataset
+from .seeding import SeededStreamTransform
 from .transforms import build_eval_transform, build_train_transform, draft_size
 
 logger = logging.getLogger(__name__)
@@ -183,7 +184,12 @@ def prepare_dataset(
     if train:
         dataset = repeat_examples(dataset, data_args.repeated_aug)
         dataset = dataset.shuffle(seed=seed, buffer_size=data_args.shuffle_buffer_size)
-    dataset = dataset.map(decode, remove_columns=["image", "label"])
+    if train:
+        # Each example is augmented under its own seed (position in the pass): a resumed run, which replays the
+        # pass up to its checkpoint, augments it again identically (see seeding.py).
+        dataset = dataset.map(SeededStreamTransform(decode, seed), with_indices=True, remove_columns=["image", "label"])
+    else:
+        dataset = dataset.map(decode, remove_columns=["image", "label"])
     return dataset.filter(_is_decoded)
 
 
@@ -226,6 +232,7 @@ def build_datasets(
     seed: int = 0,
     do_train: bool = True,
     do_eval: bool = True,
+    check_labels: Callable[[list[str]], None] | None = None,
 ) -> PreparedData:
     """Load, decode and augment the train (augmented) and eval (resize + center crop) splits.
 
@@ -236,6 +243,8 @@ def build_datasets(
     for RA and rank sharding. The Trainer must run with `remove_unused_columns=False` (the transform needs the
     `image` column that the Trainer would otherwise drop) and `accelerator_config={"dispatch_batches": False}`
     for streams (each rank reads its own shards).
+    `check_labels(label_names)` runs once the label set is known and before the image scan (minutes on ImageNet), so
+    that a label set the model or teacher cannot take stops the run early.
     """
     train = _load_split(data_args, data_args.train_split, data_args.max_train_samples) if do_train else None
     evaluation = _load_split(data_args, data_args.eval_split, data_args.max_eval_samples) if do_eval else None
@@ -243,6 +252,8 @@ def build_datasets(
     if reference is None:
         raise ValueError("nothing to build: do_train and do_eval are both False")
     label_names = list(reference.features["label"].names)
+    if check_labels is not None:
+        check_labels(label_names)
     prepared = PreparedData(None, None, label_names)
     for name, dataset, is_train in (("train", train, True), ("eval", evaluation, False)):
         if dataset is None:

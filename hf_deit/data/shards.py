@@ -23,32 +23,25 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from datasets import ClassLabel, Features, Image
 
-from .loading import SPLIT_ALIASES, find_class_index_file, read_class_index
+from .loading import (
+    IMAGE_SUFFIXES,
+    class_dirs,
+    find_class_index_file,
+    find_splits,
+    folder_class_names,
+    read_class_index,
+)
 
 logger = logging.getLogger(__name__)
 
-IMAGE_SUFFIXES = {".jpeg", ".jpg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm"}
 # Images per parquet row group: the unit a streaming reader fetches (datasets reads one whole row group per step), so
 # it sets the memory per read and the wait for a worker's first batch. 64 images of ImageNet size are ~7 MB.
 ROW_GROUP_SIZE = 64
 
 
-def _class_dirs(split_dir: Path) -> list[Path]:
-    return sorted(p for p in split_dir.iterdir() if p.is_dir())
-
-
-def _find_splits(source: Path) -> dict[str, Path]:
-    """train/ val/ test/ sub-folders; a folder of class folders alone is one 'train' split."""
-    splits = {SPLIT_ALIASES[p.name.lower()]: p for p in sorted(source.iterdir())
-              if p.is_dir() and p.name.lower() in SPLIT_ALIASES}
-    if not splits:
-        splits = {"train": source}
-    return splits
-
-
 def _list_examples(split_dir: Path, class_ids: dict[str, int]) -> list[tuple[Path, int]]:
     examples = []
-    for class_dir in _class_dirs(split_dir):
+    for class_dir in class_dirs(split_dir):
         if class_dir.name not in class_ids:
             raise ValueError(f"class folder {class_dir} is not in the class list")
         examples += [(path, class_ids[class_dir.name]) for path in sorted(class_dir.iterdir())
@@ -103,12 +96,12 @@ def shard_dataset(
     if num_shards < 1:
         raise ValueError("num_shards must be >= 1")
     source, output_dir = Path(source), Path(output_dir)
-    splits = _find_splits(source)
+    splits = find_splits(source)
     index_file = class_index_file or find_class_index_file(str(source))
     if index_file:
         class_names = read_class_index(index_file)
     else:
-        class_names = sorted({d.name for split_dir in splits.values() for d in _class_dirs(split_dir)})
+        class_names = folder_class_names(source)  # the same rule as the folder loader
     class_ids = {name: index for index, name in enumerate(class_names)}
     features = Features({"image": Image(), "label": ClassLabel(names=class_names)})
 
