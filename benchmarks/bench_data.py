@@ -2,12 +2,15 @@
 
     .venv/bin/python benchmarks/bench_data.py                       # ../shared/data/imagenet-sample, 1 and 2 workers
     .venv/bin/python benchmarks/bench_data.py --num-images 200 --workers 1 --repeats 3   # a quick look
+    .venv/bin/python benchmarks/bench_data.py --num-images 500 --repeats 5 --variants baseline map uint8  # uint8 vs float
 
 Baseline: torchvision `ImageFolder` + timm `create_transform` with the same DeiT training recipe (RRC bicubic, flip,
 RandAugment rand-m9-mstd0.5-inc1, random erasing 0.25 pixel) and torch's default collate.
 Ours: `build_datasets` on the same folder and images (map-style: datasets Arrow table of paths, `Image(decode=False)`,
 our robust decoder, the same timm transform) and `DeiTCollator` without mixing (mixing is not part of the baseline),
-plus the streaming path from `hf-deit shard` parquet shards (one shard per worker).
+plus the streaming path from `hf-deit shard` parquet shards (one shard per worker), and the map-style path with
+`uint8_batches` (workers return uint8 images; normalisation and erasing move into the training step, whose CPU
+cost per image is printed separately).
 Variants run interleaved in rounds (one full pass of each per round, `--repeats` rounds). Ratios ours / baseline
 are taken within each round and summarised by their median and range: this machine's speed drifts by 10-20% over
 minutes (other tenants), and pairing passes that ran seconds apart cancels most of that drift, where a ratio of
@@ -40,11 +43,15 @@ from torchvision.datasets import ImageFolder  # noqa: E402
 from hf_deit.data import (  # noqa: E402
     DataArguments,
     DeiTCollator,
+    DeviceFinish,
     build_datasets,
     fix_timm_posterize,
     shard_dataset,
 )
 
+SHORT_NAMES = {"baseline": "baseline (ImageFolder)", "map": "ours, map-style folder",
+               "stream": "ours, streaming parquet", "uint8": "ours, map-style, uint8"}
+SHORT_NAMES_BY_LABEL = {label: short for short, label in SHORT_NAMES.items()}
 DEFAULT_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "imagenet-sample"
 
 
@@ -58,11 +65,24 @@ def baseline_dataset(root: Path, num_images: int, image_size: int) -> torch.util
     return torch.utils.data.Subset(folder, range(num_images))  # same first N files as max_train_samples
 
 
-def ours_args(source: Path, num_images: int, image_size: int, streaming: bool, cache_dir: str) -> DataArguments:
+def ours_args(source: Path, num_images: int, image_size: int, streaming: bool, cache_dir: str,
+              uint8_batches: bool = False) -> DataArguments:
     return DataArguments(
         dataset_name=str(source), train_split="validation", streaming=streaming, max_train_samples=num_images,
         image_size=image_size, repeated_aug=1, shuffle_buffer_size=64, data_cache_dir=cache_dir,
+        uint8_batches=uint8_batches,
     )
+
+
+def finish_ms_per_image(image_size: int, batch_size: int, rounds: int = 20) -> float:
+    """CPU ms per image of what uint8 batches move out of the workers into the step (normalise + erase 0.25)."""
+    finish = DeviceFinish(reprob=0.25)
+    batch = torch.randint(0, 256, (batch_size, 3, image_size, image_size), dtype=torch.uint8)
+    finish(batch)
+    start = time.process_time()
+    for _ in range(rounds):
+        finish(batch)
+    return 1000 * (time.process_time() - start) / (rounds * batch_size)
 
 
 @dataclass
@@ -108,6 +128,8 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--workers", type=int, nargs="+", default=[1, 2])
     parser.add_argument("--repeats", type=int, default=7, help="rounds of interleaved passes")
+    parser.add_argument("--variants", nargs="+", choices=list(SHORT_NAMES), default=list(SHORT_NAMES),
+                        help="loaders to run (the baseline always runs: it is the reference of the ratios)")
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
     datasets.disable_progress_bars()
@@ -130,10 +152,18 @@ def main() -> None:
                                                       do_eval=False).train_dataset, DeiTCollator(1000)),
             "ours, streaming parquet": (build_datasets(ours_args(shards, args.num_images, args.image_size, True, tmp),
                                                        do_eval=False).train_dataset, DeiTCollator(1000)),
+            # --uint8_batches: workers stop before ToTensor/Normalize/erasing; the step finishes (time printed below)
+            "ours, map-style, uint8": (build_datasets(ours_args(args.data, args.num_images, args.image_size, False, tmp,
+                                                                uint8_batches=True), do_eval=False).train_dataset,
+                                       DeiTCollator(1000)),
         }
         print(f"{args.num_images} images from {args.data}, {args.image_size}px DeiT train transform, "
               f"batch {args.batch_size}, {args.repeats} rounds of interleaved passes, torch {torch.__version__}, "
               f"{os.cpu_count()} CPUs. Ratios: ours / baseline within each round, median (min-max) over rounds.")
+        variants = {name: value for name, value in variants.items()
+                    if name == "baseline (ImageFolder)" or SHORT_NAMES_BY_LABEL[name] in args.variants}
+        print(f"uint8 batches: normalise + erase (0.25) in the main process, CPU, 1 thread: "
+              f"{finish_ms_per_image(args.image_size, args.batch_size):.3f} ms/img (on a GPU: in the step, on the GPU)")
         baseline = "baseline (ImageFolder)"
         for workers in args.workers:
             passes: dict[str, list[Pass]] = {name: [] for name in variants}

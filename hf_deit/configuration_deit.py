@@ -1,3 +1,5 @@
+# Copyright 2026 The hf_deit Authors. All rights reserved.
+# Licensed under the Apache License, Version 2.0 (http://www.apache.org/licenses/LICENSE-2.0).
 """DeiTConfig: one flat, typed configuration for plain and distilled DeiT.
 
 transformers v5 turns every `PreTrainedConfig` subclass into a keyword-only dataclass, so the annotated class
@@ -44,7 +46,10 @@ class DeiTConfig(PreTrainedConfig):
         hidden_size: token width; must be divisible by `num_attention_heads`.
         num_hidden_layers: number of transformer blocks (depth).
         num_attention_heads: heads per block.
-        mlp_ratio: MLP hidden width = `mlp_ratio * hidden_size`.
+        mlp_ratio: MLP hidden width = `mlp_ratio * hidden_size` (timm's and the paper's parameter).
+        intermediate_size: MLP hidden width (transformers' ViT/DeiT parameter). When given it wins and `mlp_ratio`
+            becomes `intermediate_size / hidden_size`; when None it is `int(mlp_ratio * hidden_size)`. Both are saved,
+            so a transformers DeiT/ViT `config.json` and our own round-trip.
         qkv_bias: bias on the fused query/key/value projection.
         layer_norm_eps: epsilon of every LayerNorm.
         hidden_act: MLP activation (a transformers `ACT2FN` name; "gelu" is exact erf GELU as in the paper).
@@ -61,6 +66,9 @@ class DeiTConfig(PreTrainedConfig):
     """
 
     model_type = "hf_deit"
+    # What a plain `transformers.Trainer` leaves out of the predictions it collects: only the fused `logits` reach
+    # `compute_metrics` (a generic `np.argmax(p.predictions, axis=1)` works). DistillationTrainer keeps the two heads.
+    keys_to_ignore_at_inference = ["cls_logits", "distillation_logits", "hidden_states", "attentions"]
 
     image_size: int = 224
     patch_size: int = 16
@@ -69,6 +77,7 @@ class DeiTConfig(PreTrainedConfig):
     num_hidden_layers: int = 12
     num_attention_heads: int = 12
     mlp_ratio: float = 4.0
+    intermediate_size: int | None = None
     qkv_bias: bool = True
     layer_norm_eps: float = 1e-6
     hidden_act: str = "gelu"
@@ -86,6 +95,10 @@ class DeiTConfig(PreTrainedConfig):
         if self.id2label is None and kwargs.get("num_labels") is None:
             kwargs["num_labels"] = 1000
         super().__post_init__(**kwargs)
+        if self.intermediate_size is None:
+            self.intermediate_size = int(self.hidden_size * self.mlp_ratio)
+        else:
+            self.mlp_ratio = self.intermediate_size / self.hidden_size
         if self.id2label is not None and self.label2id is None:
             # transformers v5 does not derive label2id from a given id2label; pipelines and users expect both.
             self.label2id = {label: index for index, label in self.id2label.items()}
@@ -118,6 +131,11 @@ class DeiTConfig(PreTrainedConfig):
             )
         if self.fusion not in FUSIONS:
             raise ValueError(f"fusion={self.fusion!r} is unknown: use one of {', '.join(map(repr, FUSIONS))}.")
+        if self.fusion == "softmax_mean" and self.problem_type in ("regression", "multi_label_classification"):
+            raise ValueError(
+                f"fusion='softmax_mean' averages class probabilities, which problem_type={self.problem_type!r} does "
+                "not have: use fusion='mean' (the mean of the two heads' outputs)."
+            )
         for name in ("drop_path_rate", "hidden_dropout_prob", "attention_probs_dropout_prob", "classifier_dropout_prob"):
             value = getattr(self, name)
             if not 0.0 <= value < 1.0:
@@ -133,10 +151,6 @@ class DeiTConfig(PreTrainedConfig):
     def num_prefix_tokens(self) -> int:
         """cls (+ distillation) tokens in front of the patch tokens."""
         return 2 if self.use_distillation_token else 1
-
-    @property
-    def intermediate_size(self) -> int:
-        return int(self.hidden_size * self.mlp_ratio)
 
     @classmethod
     def from_preset(cls, name: str, **overrides: Any) -> "DeiTConfig":

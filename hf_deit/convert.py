@@ -296,7 +296,31 @@ def to_timm(model: DeiTForImageClassification) -> nn.Module:
         drop_path_rate=config.drop_path_rate,
     )
     timm_model.load_state_dict(_rename(model.state_dict(), _BACKWARD, "hf_deit"), strict=True)
+    timm_model.pretrained_cfg = _timm_pretrained_cfg(config, timm_model.pretrained_cfg)
     return timm_model.eval()
+
+
+def _timm_pretrained_cfg(config: DeiTConfig, base: dict[str, Any]) -> dict[str, Any]:
+    """timm's record of how to feed the model, from our config, so that `timm.data.resolve_data_config({}, model=m)`
+    and `timm.data.create_transform(...)` preprocess exactly like our image processor (`image_processor_for`)."""
+    from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
+
+    # The registered name's cfg describes the released weights (224 px, crop 0.9, their download URL); keep only
+    # its layout fields (first_conv, classifier names).
+    cfg = {k: v for k, v in base.items() if k not in ("url", "hf_hub_id", "tag", "license", "file")}
+    cfg.update(
+        input_size=(config.num_channels, config.image_size, config.image_size),
+        fixed_input_size=True,
+        interpolation="bicubic",
+        crop_pct=config.crop_pct,
+        crop_mode="center",
+        mean=tuple(IMAGENET_DEFAULT_MEAN),
+        std=tuple(IMAGENET_DEFAULT_STD),
+        num_classes=config.num_labels,
+    )
+    if config.id2label:
+        cfg["label_names"] = [config.id2label[i] for i in range(config.num_labels)]
+    return cfg
 
 
 def _transformers_head_classes():

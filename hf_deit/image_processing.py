@@ -1,3 +1,5 @@
+# Copyright 2026 The hf_deit Authors. All rights reserved.
+# Licensed under the Apache License, Version 2.0 (http://www.apache.org/licenses/LICENSE-2.0).
 """Evaluation preprocessing for `pipeline("image-classification")` and `AutoImageProcessor`.
 
 DeiT evaluates with: resize the short side to `image_size / crop_pct` (bicubic), center-crop `image_size`,

@@ -305,7 +305,9 @@ def model_card_from_trainer(trainer: Any) -> ModelCard:
     distillation_type = getattr(args, "distillation_type", None)
     return build_model_card(
         config,
-        base_model=getattr(args, "student_name_or_path", None) or None,
+        # A fine-tuned student was loaded with from_pretrained, which records where from; a student built from a
+        # preset has an empty `_name_or_path`. (Local paths are dropped by build_model_card: not Hub ids.)
+        base_model=config._name_or_path or None,
         # `teacher_source` (what the trainer actually loaded) wins: args name the default teacher even when a
         # module was passed to the trainer instead.
         teacher=getattr(trainer, "teacher_source", None) or getattr(args, "teacher_name_or_path", None),

@@ -1,3 +1,5 @@
+# Copyright 2026 The hf_deit Authors. All rights reserved.
+# Licensed under the Apache License, Version 2.0 (http://www.apache.org/licenses/LICENSE-2.0).
 """DeiT: a ViT with a distillation token (Touvron et al., 2021, https://arxiv.org/abs/2012.12877).
 
 How it differs from ViT, and nothing else:
@@ -184,12 +186,13 @@ class DeiTAttention(nn.Module):
         if num_queries is not None:
             query = query[:, :, :num_queries]  # (B, heads, num_queries, head_dim)
 
-        # transformers' way of choosing the kernel: config._attn_implementation ("sdpa" by default; "eager" is
-        # the fallback, and the only one that can return attention probabilities).
-        implementation = "eager" if output_attentions else self.config._attn_implementation
+        # transformers' way of choosing the kernel: config._attn_implementation ("sdpa" by default, changed by
+        # `model.set_attn_implementation(...)`); eager is the fallback and the only one that returns probabilities.
         attention_interface: Callable = eager_attention_forward
-        if implementation != "eager":
-            attention_interface = ALL_ATTENTION_FUNCTIONS[implementation]
+        if not output_attentions:
+            attention_interface = ALL_ATTENTION_FUNCTIONS.get_interface(
+                self.config._attn_implementation, eager_attention_forward
+            )
         attn_output, attn_weights = attention_interface(
             self,
             query,
@@ -348,8 +351,11 @@ class DeiTModel(DeiTPreTrainedModel):
         tokens alone (keys and values still come from every token): the same numbers up to fp32 rounding (smaller
         matmuls block differently, ~1e-7), and a 12-block model does about 7% less work. `DeiTForImageClassification`
         uses it, since its heads read nothing else."""
-        output_hidden_states = output_hidden_states or self.config.output_hidden_states
-        output_attentions = output_attentions or self.config.output_attentions
+        # An argument passed here overrides the config, in both directions (transformers' convention).
+        if output_hidden_states is None:
+            output_hidden_states = self.config.output_hidden_states
+        if output_attentions is None:
+            output_attentions = self.config.output_attentions
         return_dict = return_dict if return_dict is not None else self.config.return_dict
         # Inputs may arrive in another dtype (e.g. fp32 images into a bf16 model).
         pixel_values = pixel_values.to(self.embeddings.patch_embeddings.projection.weight.dtype)
@@ -419,6 +425,31 @@ class DeiTForImageClassification(DeiTPreTrainedModel):
             return cls_logits
         return distillation_logits
 
+    def head_loss(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        """The loss of one head's logits (batch, num_labels) against `labels`, by `config.problem_type`.
+
+        "regression": mean squared error (with one label, logits (batch, 1) against targets (batch,));
+        "multi_label_classification": binary cross-entropy with logits, per class, averaged;
+        "single_label_classification": cross-entropy against class ids, or against probabilities (batch, num_labels);
+        None (not set): regression when num_labels == 1, otherwise single-label. Unlike transformers' classifiers,
+            float (batch, num_labels) labels then mean probabilities (Mixup/CutMix soft targets), not multi-label:
+            set problem_type="multi_label_classification" for that. The config is never changed here.
+        Computed in float32 whatever the model's dtype.
+        """
+        logits = logits.float()
+        problem_type = self.config.problem_type
+        if problem_type is None:
+            problem_type = "regression" if self.config.num_labels == 1 else "single_label_classification"
+        if problem_type == "regression":
+            if self.config.num_labels == 1:
+                return F.mse_loss(logits.squeeze(-1), labels.float().view(-1))
+            return F.mse_loss(logits, labels.float())
+        if problem_type == "multi_label_classification":
+            return F.binary_cross_entropy_with_logits(logits, labels.float())
+        if labels.is_floating_point() and labels.shape == logits.shape:  # probabilities (soft targets)
+            return F.cross_entropy(logits, labels)
+        return F.cross_entropy(logits, labels.long().view(-1))
+
     def forward(
         self,
         pixel_values: torch.Tensor,
@@ -429,16 +460,20 @@ class DeiTForImageClassification(DeiTPreTrainedModel):
         return_dict: bool | None = None,
         **kwargs,
     ) -> DeiTImageClassificationOutput | tuple:
-        """`labels`: class ids (batch,) or soft targets (batch, num_labels), e.g. from Mixup/CutMix.
+        """`labels`: class ids (batch,) or soft targets (batch, num_labels), e.g. from Mixup/CutMix; for
+        `config.problem_type="regression"` targets (batch,) or (batch, num_labels), for "multi_label_classification"
+        0/1 targets (batch, num_labels).
 
-        The loss (when labels are given) is cross-entropy against the labels, for a distilled model averaged over
-        both heads: without a teacher each head learns the labels, so the fused prediction stays meaningful. (The
-        paper's code trains only the cls head in that case and leaves the distillation head untrained.) Training
-        *with* a teacher goes through `hf_deit.DistillationTrainer`, whose loss replaces this one.
+        The loss (when labels are given) is `head_loss` of each head against the labels, for a distilled model
+        averaged over both heads: without a teacher each head learns the labels, so the fused prediction stays
+        meaningful. (The paper's code trains only the cls head in that case and leaves the distillation head
+        untrained.) Training *with* a teacher goes through `hf_deit.DistillationTrainer`, whose loss replaces this one.
         """
         return_dict = return_dict if return_dict is not None else self.config.return_dict
-        output_hidden_states = output_hidden_states or self.config.output_hidden_states
-        output_attentions = output_attentions or self.config.output_attentions
+        if output_hidden_states is None:
+            output_hidden_states = self.config.output_hidden_states
+        if output_attentions is None:
+            output_attentions = self.config.output_attentions
         outputs = self.deit(
             pixel_values,
             interpolate_pos_encoding=interpolate_pos_encoding,
@@ -459,9 +494,8 @@ class DeiTForImageClassification(DeiTPreTrainedModel):
         loss = None
         if labels is not None:
             heads = [cls_logits] if distillation_logits is None else [cls_logits, distillation_logits]
-            # F.cross_entropy takes class ids or, when labels is float (batch, classes), probabilities.
             labels = labels.to(cls_logits.device)
-            loss = sum(F.cross_entropy(head.float(), labels) for head in heads) / len(heads)
+            loss = sum(self.head_loss(head, labels) for head in heads) / len(heads)
 
         output = DeiTImageClassificationOutput(
             loss=loss,

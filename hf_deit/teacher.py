@@ -59,6 +59,8 @@ class FrozenTeacher(nn.Module):
         self.input_size = tuple(input_size) if input_size is not None else None
         self.interpolation = interpolation if interpolation in ("bicubic", "bilinear", "nearest") else "bicubic"
         self._num_labels = num_labels
+        # torch.channels_last when the network runs NHWC (fast_paths.prepare_teacher); inputs follow it.
+        self.memory_format = torch.contiguous_format
         # Renormalisation as one affine map: x_t = (x_s * std_s + mean_s - mean_t) / std_t = x_s * scale + shift.
         # Skipped (not applied as a no-op) when the statistics are equal, so the teacher gets the exact same tensor.
         mean_t, std_t = torch.tensor(mean, dtype=torch.float32), torch.tensor(std, dtype=torch.float32)
@@ -94,7 +96,7 @@ class FrozenTeacher(nn.Module):
 
     @torch.no_grad()
     def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:
-        outputs = self.model(self.adapt_inputs(pixel_values))
+        outputs = self.model(self.adapt_inputs(pixel_values).contiguous(memory_format=self.memory_format))
         return outputs if isinstance(outputs, torch.Tensor) else outputs.logits
 
     @property

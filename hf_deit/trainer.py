@@ -36,6 +36,8 @@ from .image_processing import image_processor_for
 from .losses import DistillationLoss, soft_target_cross_entropy
 from .metrics import compute_topk_metrics, topk_predictions
 from .data.collate import mix_batch
+from .data.device_finish import build_device_finish
+from .fast_paths import prepare_teacher, run_teacher, sdpa_context
 from .modeling_deit import DeiTForImageClassification
 from .teacher import FrozenTeacher, load_teacher
 from .training_args import DeiTTrainingArguments
@@ -165,6 +167,7 @@ class DistillationTrainer(Trainer):
             args.distillation_type, args.distillation_alpha, args.distillation_tau, self._label_smoothing()
         )
         self.teacher = self._resolve_teacher(teacher)
+        self.device_finish = build_device_finish(data_args)  # used on uint8 batches only (--uint8_batches)
         self.model_ema = None
         if args.use_model_ema:
             from timm.utils import ModelEmaV3
@@ -207,13 +210,20 @@ class DistillationTrainer(Trainer):
             )
         processor = self.processing_class
         # Checked here, before any step: load_teacher raises TeacherMismatchError on a class-count mismatch.
-        return load_teacher(
+        teacher = load_teacher(
             spec,
             num_labels=self.model.config.num_labels,
             device=self.args.device,
             checkpoint_path=self.args.teacher_checkpoint_path,
             student_mean=getattr(processor, "image_mean", None) or IMAGENET_DEFAULT_MEAN,
             student_std=getattr(processor, "image_std", None) or IMAGENET_DEFAULT_STD,
+        )
+        return prepare_teacher(
+            teacher,
+            channels_last=self.args.teacher_channels_last,
+            compile=self.args.teacher_torch_compile,
+            compile_backend=self.args.torch_compile_backend,
+            compile_mode=self.args.torch_compile_mode,
         )
 
     # --- loss -------------------------------------------------------------------------------------------------
@@ -222,10 +232,13 @@ class DistillationTrainer(Trainer):
             raise KeyError(f"DistillationTrainer needs 'labels' in each batch; got keys {sorted(inputs)}.")
         labels = inputs["labels"]
         pixel_values = inputs["pixel_values"]
+        if pixel_values.dtype == torch.uint8:  # --uint8_batches: normalise (+ erase in training) here, on the device
+            pixel_values = self.device_finish(pixel_values, train=model.training)
         if model.training and self.mixup is not None and not labels.is_floating_point():
             pixel_values, labels = self._mix(pixel_values, labels)
         # No labels to the model: its own loss (CE on both heads) is replaced by the distillation loss.
-        outputs = model(pixel_values=pixel_values)
+        with sdpa_context(self.args.sdpa_backend):
+            outputs = model(pixel_values=pixel_values)
         if not model.training:
             # Evaluation loss: CE of the fused prediction (what inference returns); no teacher at evaluation.
             logits = outputs.logits.float()
@@ -237,7 +250,7 @@ class DistillationTrainer(Trainer):
             # The student runs under accelerate's autocast (bf16/fp16) when mixed precision is on; running the
             # teacher under the same autocast gives it the same precision while its weights stay fp32.
             with self.accelerator.autocast():
-                teacher_logits = self.teacher(pixel_values)
+                teacher_logits = run_teacher(self.teacher, pixel_values, self.args.teacher_inference_mode)
         parts = self.loss_fn(outputs, labels, teacher_logits)
         self._check_finite(parts)
         self._accumulate(parts)
@@ -476,6 +489,13 @@ class DistillationTrainer(Trainer):
             finally:
                 self.model, self.model_wrapped = model, wrapped
         return metrics
+
+    def prediction_step(self, model, inputs, prediction_loss_only, ignore_keys=None):
+        # The config tells plain Trainers to collect only the fused logits (keys_to_ignore_at_inference); per-head
+        # metrics need the two heads too, in the order of metrics.HEADS.
+        if ignore_keys is None:
+            ignore_keys = ["hidden_states", "attentions"]
+        return super().prediction_step(model, inputs, prediction_loss_only, ignore_keys)
 
     def create_model_card(self, **kwargs: Any) -> None:
         """README.md (+ training_curves.png) from the run's arguments, logs and config (hf_deit.model_card)."""

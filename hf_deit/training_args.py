@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from transformers import TrainingArguments
 
 from .configuration_deit import PRESETS
+from .fast_paths import SDPA_BACKENDS
 from .losses import DISTILLATION_TYPES
 from .teacher import DEFAULT_TEACHER
 
@@ -51,6 +52,36 @@ class DeiTTrainingArguments(TrainingArguments):
     teacher_checkpoint_path: str | None = field(
         default=None,
         metadata={"help": "Local weights file for a timm teacher named by teacher_name_or_path (architecture name)."},
+    )
+    # --- speed (hf_deit.fast_paths; the default keeps the paper's fp32 numerics)
+    teacher_torch_compile: bool = field(
+        default=False,
+        metadata={
+            "help": "torch.compile the teacher with --torch_compile_backend/--torch_compile_mode (inductor by default); "
+            "--torch_compile compiles only the student. Same logits up to fp32 rounding order."
+        },
+    )
+    teacher_channels_last: bool = field(
+        default=False,
+        metadata={
+            "help": "Run a CNN teacher in channels_last (NHWC) memory format, the fast layout for cuDNN's bf16/fp16 "
+            "convolutions. Same logits up to fp32 rounding order; no effect on transformer teachers."
+        },
+    )
+    teacher_inference_mode: bool = field(
+        default=True,
+        metadata={
+            "help": "Run the teacher under torch.inference_mode (else torch.no_grad): no autograd bookkeeping at all. "
+            "Identical logits."
+        },
+    )
+    sdpa_backend: str | None = field(
+        default=None,
+        metadata={
+            "help": "Pin the student's attention kernel: 'flash', 'efficient', 'cudnn' or 'math' (default: torch "
+            "chooses). Flash needs bf16/fp16 on CUDA; all give the same attention up to rounding.",
+            "choices": list(SDPA_BACKENDS),
+        },
     )
     # --- student
     student_preset: str = field(
@@ -128,6 +159,8 @@ class DeiTTrainingArguments(TrainingArguments):
             raise ValueError(f"warmup_epochs={self.warmup_epochs} must be >= 0.")
         if self.base_learning_rate <= 0:
             raise ValueError(f"base_learning_rate={self.base_learning_rate} must be > 0.")
+        if self.sdpa_backend is not None and self.sdpa_backend not in SDPA_BACKENDS:
+            raise ValueError(f"sdpa_backend={self.sdpa_backend!r}: use one of {sorted(SDPA_BACKENDS)} or leave it unset.")
         if self.distillation_type != "none" and not self.teacher_name_or_path:
             logger.info("No teacher_name_or_path: DistillationTrainer must then be given a teacher module.")
         # TrainingArguments.__post_init__ sets up the devices (and the process group under torchrun/accelerate),

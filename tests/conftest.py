@@ -44,3 +44,9 @@ def shared_data() -> Path:
     if not SHARED_DATA.is_dir():
         pytest.skip(f"{SHARED_DATA} is absent (only CI and developer machines have ../shared/data)")
     return SHARED_DATA
+
+
+def pytest_configure(config):
+    # Markers used by transformers' common model tests (tests/test_modeling_deit_common.py).
+    for marker in ("accelerate_tests", "flash_attn_test", "flash_attn_3_test", "flash_attn_4_test", "torch_compile_test"):
+        config.addinivalue_line("markers", f"{marker}: transformers' test marker")

@@ -68,3 +68,21 @@ def test_unknown_preset_lists_the_known_ones():
 def test_every_fusion_is_accepted():
     for fusion in FUSIONS:
         assert DeiTConfig(fusion=fusion).fusion == fusion
+
+
+def test_intermediate_size_from_transformers_configs_and_round_trip():
+    import transformers
+
+    # transformers' DeiT/ViT config.json (intermediate_size, no mlp_ratio) loads; mlp_ratio is derived from it.
+    config = DeiTConfig.from_dict(transformers.DeiTConfig(hidden_size=192, intermediate_size=576).to_dict())
+    assert (config.intermediate_size, config.mlp_ratio) == (576, 3.0)
+    assert DeiTConfig(intermediate_size=3072).mlp_ratio == 4.0
+    assert DeiTConfig(hidden_size=192, mlp_ratio=2.0).intermediate_size == 384  # and the other way round
+    odd = DeiTConfig(hidden_size=32, num_attention_heads=4, intermediate_size=37)
+    again = DeiTConfig.from_dict(odd.to_dict())
+    assert again.to_dict() == odd.to_dict() and again.intermediate_size == 37
+
+
+def test_softmax_mean_fusion_needs_class_probabilities():
+    with pytest.raises(ValueError, match="fusion='softmax_mean' averages class probabilities"):
+        DeiTConfig(fusion="softmax_mean", problem_type="regression", num_labels=1)

@@ -239,3 +239,28 @@ def test_position_embedding_resize_matches_timm():
         timm_dynamic = timm.create_model("deit_tiny_distilled_patch16_224", depth=1, dynamic_img_size=True).eval()
         timm_dynamic.load_state_dict(timm_model.state_dict())
         assert_close(timm_dynamic(x), dynamic)
+
+
+def test_to_timm_carries_our_preprocessing_for_timm_data(imagenet_photos):
+    """timm's own data config + eval transform on the exported model give our image processor's pixels."""
+    import timm.data
+    from PIL import Image
+
+    from hf_deit import DeiTConfig, DeiTForImageClassification, image_processor_for
+
+    config = DeiTConfig(image_size=48, patch_size=8, hidden_size=48, num_hidden_layers=1, num_attention_heads=3,
+                        num_labels=7, crop_pct=0.75)  # fmt: skip
+    model = DeiTForImageClassification(config).eval()
+    timm_model = to_timm(model)
+    data_config = timm.data.resolve_data_config({}, model=timm_model)
+    assert data_config["input_size"] == (3, 48, 48) and data_config["crop_pct"] == 0.75
+    assert timm_model.pretrained_cfg["num_classes"] == 7 and "hf_hub_id" not in timm_model.pretrained_cfg
+    transform = timm.data.create_transform(**data_config)
+    image = Image.open(imagenet_photos[0][0]).convert("RGB")
+    ours = image_processor_for(config, backend="pil")(image, return_tensors="pt")["pixel_values"]
+    theirs = transform(image).unsqueeze(0)
+    assert theirs.shape == ours.shape == (1, 3, 48, 48)
+    # Both resize the short side with Pillow's bicubic, crop the same centre box and normalise alike.
+    torch.testing.assert_close(theirs, ours, rtol=0, atol=1e-5)
+    with torch.no_grad():
+        torch.testing.assert_close(timm_model(theirs), model(theirs).logits, rtol=1e-4, atol=1e-4)

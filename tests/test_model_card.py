@@ -272,3 +272,19 @@ def test_trainer_push_to_hub_uploads_run_folder(monkeypatch, tmp_path):
     assert "| steps | 4 |" in card.text
     # No data arguments were given, so the dataset is unknown: results are shown but kept out of model-index.
     assert card.data.eval_results is None and "| fused: mean of both heads (`logits`) |" in card.text
+
+
+def test_fine_tuned_student_card_names_its_base_model(tmp_path):
+    """A student loaded from a checkpoint (as `--model_name_or_path` does) gets `base_model` in its card."""
+    from hf_deit.trainer import prepare_student
+
+    DeiTForImageClassification(DeiTConfig(**TINY)).save_pretrained(tmp_path / "base")
+    student = prepare_student(str(tmp_path / "base"), num_labels=4)
+    assert student.config._name_or_path == str(tmp_path / "base")
+    # On the Hub the same loader records the repo id: that is what the card's metadata must carry.
+    student.config._name_or_path = "someone/deit-tiny-base"
+    args = TrainingArguments(output_dir=str(tmp_path / "run"), report_to=[], use_cpu=True)
+    trainer = Trainer(model=student, args=args)
+    assert header(model_card_from_trainer(trainer))["base_model"] == "someone/deit-tiny-base"
+    from_scratch = Trainer(model=DeiTForImageClassification(DeiTConfig(**TINY)), args=args)
+    assert "base_model" not in header(model_card_from_trainer(from_scratch))

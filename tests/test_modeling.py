@@ -92,7 +92,10 @@ def test_gradient_checkpointing_gives_the_same_gradients():
     def grads(checkpointing: bool) -> dict[str, torch.Tensor]:
         model = tiny_model().train()
         if checkpointing:
-            model.activation_checkpointing_enable()  # v5 name of gradient_checkpointing_enable
+            # transformers >= 5.2x calls it activation_checkpointing_enable (the old name warns); older 5.x only
+            # has gradient_checkpointing_enable. pyproject allows both.
+            enable = getattr(model, "activation_checkpointing_enable", None) or model.gradient_checkpointing_enable
+            enable()
         calls = []
         # (the first op of the block: torch stops recomputing once the saved tensors are rebuilt)
         model.deit.layers[0].layernorm_before.register_forward_hook(lambda *_: calls.append(1))
@@ -185,3 +188,59 @@ def test_return_dict_false_gives_a_tuple():
         as_output = model(images())
     assert isinstance(as_tuple, tuple)
     torch.testing.assert_close(as_tuple[0], as_output.logits)
+
+
+def test_intermediate_size_sets_the_mlp_width():
+    model = tiny_model(intermediate_size=37)
+    assert model.deit.layers[0].mlp.fc1.out_features == 37 and model.config.mlp_ratio == 37 / 48
+
+
+@pytest.mark.parametrize(
+    "problem_type, num_labels, make_labels, reference",
+    [
+        ("regression", 1, lambda: torch.randn(3), lambda head, y: F.mse_loss(head.squeeze(-1), y)),
+        ("regression", 5, lambda: torch.randn(3, 5), F.mse_loss),
+        ("multi_label_classification", 5, lambda: (torch.rand(3, 5) > 0.5).float(), F.binary_cross_entropy_with_logits),
+        ("single_label_classification", 5, lambda: torch.tensor([0, 4, 2]), F.cross_entropy),
+        (None, 5, lambda: torch.tensor([1, 1, 3]), F.cross_entropy),
+        (None, 5, lambda: torch.rand(3, 5).softmax(-1), F.cross_entropy),  # Mixup/CutMix soft targets
+    ],
+)
+def test_loss_follows_problem_type_on_both_heads(problem_type, num_labels, make_labels, reference):
+    model = tiny_model(problem_type=problem_type, num_labels=num_labels)
+    torch.manual_seed(2)
+    labels = make_labels()
+    out = model(images(), labels=labels)
+    expected = (reference(out.cls_logits, labels) + reference(out.distillation_logits, labels)) / 2
+    torch.testing.assert_close(out.loss, expected)
+    assert model.config.problem_type == problem_type  # the config is not changed by a forward
+
+
+def test_set_attn_implementation_takes_effect():
+    model = tiny_model()
+    calls = []
+    from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
+
+    sdpa = ALL_ATTENTION_FUNCTIONS["sdpa"]
+    ALL_ATTENTION_FUNCTIONS["sdpa"] = lambda *args, **kwargs: calls.append(1) or sdpa(*args, **kwargs)
+    try:
+        with torch.no_grad():
+            model(images())
+            assert len(calls) == 2  # one per block
+            model.set_attn_implementation("eager")
+            assert model.config._attn_implementation == "eager"
+            model(images())
+            assert len(calls) == 2  # no SDPA call any more
+    finally:
+        ALL_ATTENTION_FUNCTIONS["sdpa"] = sdpa
+
+
+def test_output_flags_passed_to_forward_override_the_config():
+    model = tiny_model(output_attentions=True, output_hidden_states=True)
+    with torch.no_grad():
+        from_config = model(images())
+        overridden = model(images(), output_attentions=False, output_hidden_states=False)
+        encoder = model.deit(images(), output_attentions=False, output_hidden_states=False)
+    assert len(from_config.attentions) == 2 and len(from_config.hidden_states) == 3
+    assert overridden.attentions is None and overridden.hidden_states is None
+    assert encoder.attentions is None and encoder.hidden_states is None

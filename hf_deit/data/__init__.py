@@ -8,6 +8,7 @@ repeated augmentation, rank/worker sharding, and Mixup/CutMix batching. See docs
 
 from .arguments import DataArguments
 from .collate import DeiTCollator, build_collator, build_mixup, mix_batch
+from .device_finish import DeviceFinish, build_device_finish
 from .decode import BadImageCounter, BrokenImageError, TooManyBadImagesError, decode_image, to_rgb
 from .loading import (
     IMAGENET_PARQUET_ID,
@@ -41,6 +42,8 @@ __all__ = [
     "build_collator",
     "build_mixup",
     "mix_batch",
+    "DeviceFinish",
+    "build_device_finish",
     "BadImageCounter",
     "BrokenImageError",
     "TooManyBadImagesError",

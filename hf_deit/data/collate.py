@@ -119,4 +119,9 @@ def build_collator(data_args: DataArguments, num_classes: int, train: bool) -> D
     """The training collator (Mixup/CutMix/smoothing from `data_args`) or the evaluation one (integer labels)."""
     if not train:
         return DeiTCollator(num_classes)
+    if data_args.uint8_batches:
+        raise ValueError(
+            "uint8_batches: the collator cannot mix uint8 images; build it with train=False and finish + mix each "
+            "batch on the device (DistillationTrainer does: hf_deit.data.device_finish, then Mixup/CutMix)."
+        )
     return DeiTCollator(num_classes, **_mixup_kwargs(data_args))

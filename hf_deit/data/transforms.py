@@ -94,6 +94,20 @@ class ToNormalizedTensor:
         return f"{type(self).__name__}(mean={self.mean.flatten().tolist()}, std={self.std.flatten().tolist()})"
 
 
+class ToUint8Tensor:
+    """PIL RGB/L image -> uint8 tensor [C, H, W], the last worker step with `uint8_batches` (normalisation and
+    erasing then run on the device: `hf_deit.data.device_finish`)."""
+
+    def __call__(self, image: Image.Image) -> torch.Tensor:
+        array = np.asarray(image.convert("RGB") if image.mode not in ("RGB", "L") else image)
+        if array.ndim == 2:
+            array = array[:, :, None]  # (H, W) -> (H, W, 1)
+        return torch.from_numpy(np.ascontiguousarray(array.transpose(2, 0, 1)))  # (H, W, C) -> (C, H, W)
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}()"
+
+
 def fuse_to_tensor_normalize(transform: transforms.Compose) -> transforms.Compose:
     """Replace the first ToTensor/MaybeToTensor directly followed by Normalize in `transform`, and in each nested
     Compose, with one `ToNormalizedTensor` (in place; returned)."""
@@ -110,7 +124,8 @@ def fuse_to_tensor_normalize(transform: transforms.Compose) -> transforms.Compos
 
 
 def build_train_transform(args: DataArguments) -> Callable:
-    """The training transform: PIL RGB image -> normalised float tensor [3, image_size, image_size]."""
+    """The training transform: PIL RGB image -> normalised float tensor [3, image_size, image_size] (uint8 tensor
+    with `args.uint8_batches`)."""
     # timm's create_transform(is_training=True) calls this; we call it directly for `force_color_jitter`.
     primary, secondary, final = transforms_imagenet_train(
         img_size=args.image_size,
@@ -135,6 +150,8 @@ def build_train_transform(args: DataArguments) -> Callable:
         if args.hflip > 0:
             steps.append(transforms.RandomHorizontalFlip(args.hflip))
         primary = transforms.Compose(steps)
+    if args.uint8_batches:
+        final = ToUint8Tensor()  # ToTensor, Normalize and RandomErasing move to the device (device_finish.py)
     return fuse_to_tensor_normalize(fix_timm_posterize(transforms.Compose([primary, secondary, final])))
 
 
