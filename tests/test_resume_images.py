@@ -39,7 +39,8 @@ def photo_folders(tmp_path_factory, imagenet_photos):
 
 
 def start(data: Path, out: Path, *extra: str) -> subprocess.Popen:
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1",
+           "OMP_NUM_THREADS": "1"}
     command = [sys.executable, str(SCRIPT), str(data), str(out), *STEPS, *extra]
     return subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
 
@@ -69,7 +70,8 @@ def test_map_style_resume_is_bit_exact_with_0_and_2_workers(photo_folders, tmp_p
     uninterrupted reference (0 workers), one run killed with 2 workers, resumed once with 0 and once with 2."""
     data = photo_folders["map"]
     full, killed = tmp_path / "full", tmp_path / "killed"
-    assert finish(start(data, full, "--workers", "0"), start(data, killed, "--workers", "2", "--kill-at-step", "11")) == [0, -9]
+    killing = start(data, killed, "--workers", "2", "--kill-at-step", "11")
+    assert finish(start(data, full, "--workers", "0"), killing) == [0, -9]
     assert sorted(p.name for p in killed.glob("checkpoint-*")) == ["checkpoint-10", "checkpoint-5"]
     resumed = {workers: tmp_path / f"resumed_{workers}" for workers in ("0", "2")}
     for out in resumed.values():

@@ -49,8 +49,9 @@ def distill_main():
 
 
 def run_distill(main, monkeypatch, *flags: str) -> None:
-    monkeypatch.setattr(sys, "argv", ["distill.py", *TINY_FLAGS, "--use_cpu", "--report_to", "none", "--eval_split", "train",
-                                      "--disable_tqdm", "True", "--per_device_train_batch_size", "4", *flags])
+    common = ["--use_cpu", "--report_to", "none", "--eval_split", "train", "--disable_tqdm", "True",
+              "--per_device_train_batch_size", "4"]
+    monkeypatch.setattr(sys, "argv", ["distill.py", *TINY_FLAGS, *common, *flags])
     main()
 
 
@@ -84,7 +85,9 @@ def test_distill_resumes_from_true_and_from_a_path(distill_main, monkeypatch, tm
 
 
 def test_resume_true_without_checkpoints_says_so(tmp_path):
-    trainer = DistillationTrainer(model=student(), args=args(tmp_path, distillation_type="none"), train_dataset=dataset())
+    trainer = DistillationTrainer(
+        model=student(), args=args(tmp_path, distillation_type="none"), train_dataset=dataset()
+    )
     with pytest.raises(CheckpointError, match="no checkpoint-"):
         trainer.train(resume_from_checkpoint="True")
 
@@ -182,7 +185,8 @@ def test_unknown_timm_teacher_says_it_is_the_teacher(distill_main, monkeypatch, 
 def test_teacher_class_count_is_checked_before_the_scan(distill_main, monkeypatch, tmp_path, no_scan):
     data = image_folder(tmp_path / "data")  # 4 classes
     teacher_dir = tmp_path / "teacher"
-    prepare_student("deit_tiny_distilled_patch16_224", num_labels=3, **TINY).save_pretrained(teacher_dir)  # a transformers-format classifier with 3 classes
+    # a transformers-format classifier with 3 classes
+    prepare_student("deit_tiny_distilled_patch16_224", num_labels=3, **TINY).save_pretrained(teacher_dir)
     with pytest.raises(TeacherMismatchError, match="3 classes but the student has 4"):
         run_distill(distill_main, monkeypatch, "--dataset_name", str(data), "--teacher_name_or_path",
                     str(teacher_dir), "--output_dir", str(tmp_path / "out"))
