@@ -106,7 +106,8 @@ class DeiTConfig(PreTrainedConfig):
 
     def _check_sizes(self) -> None:
         # First, so that a zero or negative size gets this message rather than a ZeroDivisionError below.
-        for name in ("image_size", "patch_size", "num_channels", "hidden_size", "num_hidden_layers", "num_attention_heads"):
+        sizes = ("image_size", "patch_size", "num_channels", "hidden_size", "num_hidden_layers", "num_attention_heads")
+        for name in sizes:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"{name}={value!r} must be a positive integer.")

@@ -369,6 +369,7 @@ class DistillationTrainer(Trainer):
 
     def _get_dataloader(self, dataset, description, batch_size, sampler_fn=None, is_training=False, dataloader_key=None):
         if is_training and has_length(dataset) and not isinstance(dataset, torch.utils.data.IterableDataset):
+            # Replaces nothing of transformers' loader: only the dataset and sampler it is given (see below).
             dataset, sampler_fn = self._seeded_training_data(dataset, sampler_fn)
         if is_training or self.eval_data_collator is None:
             return super()._get_dataloader(dataset, description, batch_size, sampler_fn, is_training, dataloader_key)
@@ -448,10 +449,12 @@ class DistillationTrainer(Trainer):
                 )
 
     def save_model(self, output_dir: str | None = None, _internal_call: bool = False) -> None:
+        # transformers saves whatever the weights hold; a diverged step would be published as the result.
         self._check_finite_weights("the model was")
         super().save_model(output_dir, _internal_call)
 
     def _save_checkpoint(self, model, trial):
+        # Before transformers writes anything: a NaN checkpoint would also become the one `True` resumes from.
         self._check_finite_weights(f"checkpoint-{self.state.global_step} was")
         super()._save_checkpoint(model, trial)
         if not self.args.should_save:
