@@ -97,7 +97,7 @@ class DeiTConfig(PreTrainedConfig):
         super().__post_init__(**kwargs)
         if self.intermediate_size is None:
             self.intermediate_size = int(self.hidden_size * self.mlp_ratio)
-        else:
+        elif isinstance(self.hidden_size, int) and self.hidden_size > 0:  # else _check_sizes says what is wrong
             self.mlp_ratio = self.intermediate_size / self.hidden_size
         if self.id2label is not None and self.label2id is None:
             # transformers v5 does not derive label2id from a given id2label; pipelines and users expect both.
