@@ -102,7 +102,7 @@ def verdict(rows: list[dict], step_rate: float | None) -> str:
              "| workers for the step |",
              "|---|---:|---:|---:|---:|---:|---|---:|"]
     for r in rows:
-        step = f"{step_rate:.0f}" if step_rate else "n/a"
+        step = f"{step_rate:.1f}" if step_rate else "n/a"
         limit = ("loader" if r["loader_images_per_s"] < step_rate else "step") if step_rate else "n/a"
         needed = f"{math.ceil(step_rate / r['per_worker'])}" if step_rate else "n/a"
         lines.append(f"| {r['batches']} | {r['workers']} | {r['loader_images_per_s']:.1f} | {r['per_worker']:.1f} | "

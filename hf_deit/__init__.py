@@ -9,7 +9,12 @@ from importlib import import_module
 from typing import Any
 
 from .configuration_deit import PRESETS, DeiTConfig
-from .image_processing import DeiTImageProcessor, DeiTImageProcessorPil, image_processor_for
+from .image_decoding import load_image
+from .image_processing import (
+    DeiTImageProcessor,
+    DeiTImageProcessorPil,
+    image_processor_for,
+)
 from .modeling_deit import (
     DeiTForImageClassification,
     DeiTImageClassificationOutput,
@@ -32,7 +37,9 @@ def _register_auto_classes() -> None:
     DeiTModel.register_for_auto_class("AutoModel")
     DeiTForImageClassification.register_for_auto_class("AutoModelForImageClassification")
     AutoImageProcessor.register(
-        DeiTConfig, image_processor_classes={"torchvision": DeiTImageProcessor, "pil": DeiTImageProcessorPil}, exist_ok=True
+        DeiTConfig,
+        image_processor_classes={"torchvision": DeiTImageProcessor, "pil": DeiTImageProcessorPil},
+        exist_ok=True,
     )
 
 
@@ -59,6 +66,8 @@ _LAZY = {
     "cache_teacher": "teacher_cache",
     "analyze_model": "analysis",
     "compute_topk_metrics": "metrics",
+    "load_accuracy_metric": "metrics",
+    "DeiTImageClassificationPipeline": "inference",
     "build_model_card": "model_card",
     "model_card_from_trainer": "model_card",
     "push_model_to_hub": "model_card",
@@ -78,7 +87,10 @@ __all__ = [
     "PRESETS",
     "DeiTConfig",
     "DeiTImageProcessor",
+    "DeiTImageProcessorPil",
+    "DeiTImageClassificationPipeline",
     "image_processor_for",
+    "load_image",
     "DeiTModel",
     "DeiTPreTrainedModel",
     "DeiTForImageClassification",

@@ -17,7 +17,9 @@ from transformers.trainer_utils import get_last_checkpoint
 
 logger = logging.getLogger(__name__)
 
-WEIGHTS_NAMES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin", "pytorch_model.bin.index.json")
+WEIGHTS_NAMES = (
+    "model.safetensors", "model.safetensors.index.json", "pytorch_model.bin", "pytorch_model.bin.index.json"
+)
 # Files without which a resumed run is a different run: the optimizer moments and the learning-rate schedule.
 REQUIRED_STATE = ("trainer_state.json", "optimizer.pt", "scheduler.pt")
 

@@ -1,18 +1,25 @@
-"""The `hf-deit` command: convert | shard | predict | analyze | cache-teacher.
+"""The `hf-deit` command: convert | shard | predict | evaluate | analyze | cache-teacher.
 
     hf-deit convert --from timm deit_tiny_distilled_patch16_224 ./deit-tiny   # timm name, .pth/.safetensors path
     hf-deit convert --from official deit_small_distilled_patch16_224-649709d9.pth ./deit-small
     hf-deit convert --from transformers facebook/deit-base-distilled-patch16-224 ./deit-base
     hf-deit shard ./imagenet ./imagenet-shards --num-shards 64 --format parquet
     hf-deit predict ./deit-tiny photo1.jpg photo2.jpg --top-k 5
+    hf-deit predict ./deit-tiny ./photos/            # every image under a folder
+    hf-deit predict runs/teacher_cifar10 cat.png     # a timm folder from examples/train_teacher.py works too
+    hf-deit --version
     hf-deit cache-teacher runs/teacher_cifar10 ../shared/data/cifar10 runs/teacher_cifar10/cache-train.parquet
     hf-deit analyze ./deit-tiny-distilled ./imagenet --split validation --teacher timm/regnety_160.deit_in1k
+
+Errors are one line on stderr with exit code 1; `hf-deit --debug ...` shows the full traceback instead.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
+from pathlib import Path
 
 
 def _convert(args: argparse.Namespace) -> None:
@@ -29,17 +36,60 @@ def _shard(args: argparse.Namespace) -> None:
     print(f"Wrote {len(paths)} shard files under {args.output_dir}")
 
 
+def _image_paths(inputs: list[str]) -> list[str]:
+    """Files as given; folders expanded to the image files under them (sorted, recursive)."""
+    from PIL import Image
+
+    extensions = {ext.lower() for ext in Image.registered_extensions()}
+    paths = []
+    for item in inputs:
+        path = Path(item)
+        if path.is_dir():
+            found = sorted(str(p) for p in path.rglob("*") if p.is_file() and p.suffix.lower() in extensions)
+            if not found:
+                raise FileNotFoundError(f"no image files under the folder {item}")
+            paths.extend(found)
+        elif path.is_file():
+            paths.append(item)
+        else:
+            raise FileNotFoundError(f"no such image file or folder: {item}")
+    return paths
+
+
 def _predict(args: argparse.Namespace) -> None:
-    from transformers import pipeline
+    from .inference import image_classifier
 
-    import hf_deit  # noqa: F401  (registers the Auto classes)
-
-    classifier = pipeline("image-classification", model=args.model, device=args.device)
-    for image in args.images:
-        predictions = classifier(image, top_k=args.top_k)
-        print(image)
+    paths = _image_paths(args.images)  # checked before the (slow) model load
+    # A Hub id is "name" or "org/name"; anything else (./x, /x, ~/x, a/b/c) or an existing folder is local.
+    looks_local = args.model.startswith((".", "/", "~")) or args.model.count("/") > 1 or os.path.isdir(args.model)
+    if looks_local and not os.path.isdir(os.path.expanduser(args.model)):
+        raise FileNotFoundError(f"model folder not found: {args.model}")
+    try:
+        classifier = image_classifier(os.path.expanduser(args.model) if looks_local else args.model, args.device)
+    except OSError as error:
+        offline = os.environ.get("HF_HUB_OFFLINE", "0").lower() in ("1", "true", "yes")
+        hint = " (HF_HUB_OFFLINE is set: download it once online, or pass a local folder)" if offline else ""
+        raise OSError(f"could not load the model {args.model!r}{hint}: {error}") from error
+    for path, predictions in zip(paths, classifier(paths, top_k=args.top_k)):
+        print(path)
         for p in predictions:
             print(f"  {p['score']:.3f}  {p['label']}")
+
+
+class _VersionAction(argparse.Action):
+    """`--version`, importing the libraries only when asked (every other command would pay for it)."""
+
+    def __init__(self, option_strings, dest=argparse.SUPPRESS, default=argparse.SUPPRESS, help=None):
+        super().__init__(option_strings, dest=dest, default=default, nargs=0, help=help)
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        from importlib.metadata import version
+
+        from . import __version__
+
+        libraries = ", ".join(f"{name} {version(name)}" for name in ("transformers", "timm", "torch"))
+        print(f"hf-deit {__version__} ({libraries})")
+        parser.exit()
 
 
 def _analyze(args: argparse.Namespace) -> None:
@@ -70,6 +120,8 @@ def _cache_teacher(args: argparse.Namespace) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="hf-deit", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--version", action=_VersionAction, help="show the versions of hf-deit and its main libraries")
+    parser.add_argument("--debug", action="store_true", help="on an error, show the full traceback")
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("convert", help="convert a timm / official / transformers DeiT checkpoint to hf_deit")
@@ -86,9 +138,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--format", choices=["parquet", "webdataset"], default="parquet")
     p.set_defaults(func=_shard)
 
-    p = sub.add_parser("predict", help="classify images with a saved model directory or Hub id")
+    p = sub.add_parser(
+        "predict", help="classify images with a saved model folder (hf_deit, transformers or timm) or Hub id"
+    )
     p.add_argument("model")
-    p.add_argument("images", nargs="+")
+    p.add_argument("images", nargs="+", help="image files and/or folders of images")
     p.add_argument("--top-k", type=int, default=5)
     p.add_argument("--device", default=None, help="e.g. cpu, cuda:0 (default: transformers picks)")
     p.set_defaults(func=_predict)
@@ -121,9 +175,21 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: list[str] | None = None) -> None:
+def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    args.func(args)
+    if args.debug:
+        args.func(args)
+        return 0
+    try:
+        args.func(args)
+    except KeyboardInterrupt:
+        print("hf-deit: interrupted", file=sys.stderr)
+        return 130
+    except Exception as error:  # noqa: BLE001  (any failure becomes one line; --debug shows the traceback)
+        message = " ".join(str(error).split()) or type(error).__name__
+        print(f"hf-deit: error: {message} (run with --debug for the traceback)", file=sys.stderr)
+        return 1
+    return 0
 
 
 if __name__ == "__main__":

@@ -97,7 +97,7 @@ class DeiTConfig(PreTrainedConfig):
         super().__post_init__(**kwargs)
         if self.intermediate_size is None:
             self.intermediate_size = int(self.hidden_size * self.mlp_ratio)
-        else:
+        elif isinstance(self.hidden_size, int) and self.hidden_size > 0:  # else _check_sizes says what is wrong
             self.mlp_ratio = self.intermediate_size / self.hidden_size
         if self.id2label is not None and self.label2id is None:
             # transformers v5 does not derive label2id from a given id2label; pipelines and users expect both.
@@ -106,7 +106,8 @@ class DeiTConfig(PreTrainedConfig):
 
     def _check_sizes(self) -> None:
         # First, so that a zero or negative size gets this message rather than a ZeroDivisionError below.
-        for name in ("image_size", "patch_size", "num_channels", "hidden_size", "num_hidden_layers", "num_attention_heads"):
+        sizes = ("image_size", "patch_size", "num_channels", "hidden_size", "num_hidden_layers", "num_attention_heads")
+        for name in sizes:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"{name}={value!r} must be a positive integer.")

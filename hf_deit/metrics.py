@@ -1,12 +1,16 @@
 """Top-1 / top-5 accuracy per head (the paper's Table 3 columns: cls, distillation, fused), in percent.
 
 `evaluate.load("accuracy")` fetches its metric script from the Hub, which fails offline and has no top-k, so top-k
-is computed here in torch. To keep evaluation memory small with 1000 classes, `topk_predictions` (the Trainer's
+is computed here in torch. For `evaluate`'s own tools (e.g. `evaluate.evaluator("image-classification")`), hf_deit
+ships a top-1 accuracy metric script that loads by path, offline: `load_accuracy_metric()` (docs/evaluate.md).
+To keep evaluation memory small with 1000 classes, `topk_predictions` (the Trainer's
 `preprocess_logits_for_metrics`) reduces each batch to its top-5 class ids per head before the Trainer gathers them:
 (batch, heads, 5) ints instead of (batch, heads, 1000) floats.
 """
 
 from __future__ import annotations
+
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -15,6 +19,14 @@ from transformers import EvalPrediction
 # Order of the logits the Trainer collects from DeiTImageClassificationOutput (loss and None fields dropped).
 HEADS = ("fused", "cls", "distillation")
 TOPK = 5
+ACCURACY_METRIC_PATH = str(Path(__file__).parent / "evaluate_metrics" / "accuracy")
+
+
+def load_accuracy_metric(**kwargs):
+    """`evaluate.load` of hf_deit's top-1 accuracy script (no Hub access needed); kwargs go to `evaluate.load`."""
+    import evaluate
+
+    return evaluate.load(ACCURACY_METRIC_PATH, **kwargs)
 
 
 def topk_predictions(logits: torch.Tensor | tuple[torch.Tensor, ...], labels: torch.Tensor | None = None) -> torch.Tensor:
@@ -45,4 +57,4 @@ def compute_topk_metrics(eval_prediction: EvalPrediction) -> dict[str, float]:
     return metrics
 
 
-__all__ = ["HEADS", "TOPK", "compute_topk_metrics", "topk_predictions"]
+__all__ = ["ACCURACY_METRIC_PATH", "HEADS", "TOPK", "compute_topk_metrics", "load_accuracy_metric", "topk_predictions"]

@@ -131,6 +131,12 @@ class DistillationTrainer(Trainer):
         if model is None:
             raise ValueError("DistillationTrainer needs a model: e.g. prepare_student(args.student_preset, num_labels=...).")
         num_labels = model.config.num_labels
+        if getattr(model.config, "problem_type", None) in ("regression", "multi_label_classification"):
+            raise ValueError(
+                f"DistillationTrainer trains single-label classifiers; this model has problem_type="
+                f"{model.config.problem_type!r}. Train it with transformers.Trainer: the model's own loss follows "
+                "problem_type (docs/method.md)."
+            )
         mixup = None
         if data_args is not None:
             from .data import build_collator, build_mixup
@@ -389,6 +395,7 @@ class DistillationTrainer(Trainer):
 
     def _get_dataloader(self, dataset, description, batch_size, sampler_fn=None, is_training=False, dataloader_key=None):
         if is_training and has_length(dataset) and not isinstance(dataset, torch.utils.data.IterableDataset):
+            # Replaces nothing of transformers' loader: only the dataset and sampler it is given (see below).
             dataset, sampler_fn = self._seeded_training_data(dataset, sampler_fn)
         if is_training or self.eval_data_collator is None:
             return super()._get_dataloader(dataset, description, batch_size, sampler_fn, is_training, dataloader_key)
@@ -468,10 +475,12 @@ class DistillationTrainer(Trainer):
                 )
 
     def save_model(self, output_dir: str | None = None, _internal_call: bool = False) -> None:
+        # transformers saves whatever the weights hold; a diverged step would be published as the result.
         self._check_finite_weights("the model was")
         super().save_model(output_dir, _internal_call)
 
     def _save_checkpoint(self, model, trial):
+        # Before transformers writes anything: a NaN checkpoint would also become the one `True` resumes from.
         self._check_finite_weights(f"checkpoint-{self.state.global_step} was")
         super()._save_checkpoint(model, trial)
         if not self.args.should_save:

@@ -202,6 +202,10 @@ class DeiTTrainingArguments(TrainingArguments):
         output_dir (transformers 5.23 on a machine without GPU, unless told to use the CPU)."""
         launched = int(os.environ.get("WORLD_SIZE", "1"))
         if launched > 1 and self.world_size == 1:
+            import torch.distributed as dist
+
+            if dist.is_available() and dist.is_initialized():
+                dist.destroy_process_group()  # so that every process exits with the error instead of waiting
             raise ValueError(
                 f"Launched as {launched} processes (WORLD_SIZE={launched}) but the Trainer sees one: each process "
                 "would train its own copy and all would write to the same output_dir. On a machine without GPU add "

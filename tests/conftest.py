@@ -14,6 +14,8 @@ os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 torch.set_num_threads(min(2, torch.get_num_threads()))
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
+# Stand-ins for transformers' test helpers (named test_*.py like the originals); they hold no tests of their own.
+collect_ignore_glob = ["transformers_common/*"]
 SHARED_DATA = REPO_ROOT.parent / "shared" / "data"
 
 
@@ -48,5 +50,7 @@ def shared_data() -> Path:
 
 def pytest_configure(config):
     # Markers used by transformers' common model tests (tests/test_modeling_deit_common.py).
-    for marker in ("accelerate_tests", "flash_attn_test", "flash_attn_3_test", "flash_attn_4_test", "torch_compile_test"):
+    markers = ("slow", "accelerate_tests", "flash_attn_test", "flash_attn_3_test", "flash_attn_4_test",
+               "torch_compile_test")  # fmt: skip
+    for marker in markers:
         config.addinivalue_line("markers", f"{marker}: transformers' test marker")

@@ -99,3 +99,16 @@ def test_sdpa_backend_is_really_pinned():
         torch.nn.functional.scaled_dot_product_attention(q, q, q)
     with pytest.raises(ValueError, match="sdpa_backend"):
         DeiTTrainingArguments(output_dir="unused", sdpa_backend="fastest", use_cpu=True, report_to="none")
+
+
+def test_flags_parse_from_the_command_line():
+    from transformers import HfArgumentParser
+
+    from hf_deit.data import DataArguments
+
+    data_args, args = HfArgumentParser((DataArguments, DeiTTrainingArguments)).parse_args_into_dataclasses([
+        "--output_dir", "unused", "--use_cpu", "--report_to", "none", "--sdpa_backend", "flash",
+        "--teacher_channels_last", "--teacher_torch_compile", "--teacher_inference_mode", "False", "--uint8_batches",
+    ])
+    assert (args.sdpa_backend, args.teacher_channels_last, args.teacher_torch_compile) == ("flash", True, True)
+    assert args.teacher_inference_mode is False and data_args.uint8_batches is True

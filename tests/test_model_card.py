@@ -153,7 +153,8 @@ class RandomImages(torch.utils.data.Dataset):
 
 def top_k_metrics(eval_pred) -> dict:
     """fused top-1/top-5 (%) from the Trainer's predictions: the metric names DistillationTrainer logs."""
-    logits, labels = torch.as_tensor(eval_pred.predictions[0]), torch.as_tensor(eval_pred.label_ids)
+    # A plain Trainer collects the fused logits only (the config's keys_to_ignore_at_inference).
+    logits, labels = torch.as_tensor(eval_pred.predictions), torch.as_tensor(eval_pred.label_ids)
     top5 = logits.topk(min(5, logits.shape[-1]), dim=-1).indices
     return {
         "fused_top1": 100.0 * (top5[:, 0] == labels).float().mean().item(),

@@ -195,3 +195,9 @@ def test_wrong_arguments_class_is_rejected(tmp_path):
         DistillationTrainer(model=student(), args=TrainingArguments(output_dir=str(tmp_path), use_cpu=True))
     with pytest.raises(ValueError, match="distillation_alpha"):
         args(tmp_path, distillation_alpha=1.5)
+
+
+@pytest.mark.parametrize("problem_type", ["regression", "multi_label_classification"])
+def test_non_classification_problem_types_are_refused(tmp_path, problem_type):
+    with pytest.raises(ValueError, match=f"problem_type='{problem_type}'. Train it with transformers.Trainer"):
+        DistillationTrainer(model=student(problem_type=problem_type), args=args(tmp_path), teacher=teacher_net())

@@ -4,7 +4,8 @@ Every source (folder, parquet, webdataset, Hub) is read with `datasets.Image(dec
 image arrives as `{"bytes": ..., "path": ...}` and is decoded exactly once, here. That is where a bad file can
 be caught: datasets' own decoder would raise inside the DataLoader and kill the run.
 
-- Odd but valid images become RGB: grayscale (L, 1, I), 16-bit PNG (I;16, scaled, not clipped), CMYK JPEG,
+- Odd but valid images become RGB (the conversion lives in `hf_deit.image_decoding`, shared with inference):
+  grayscale (L, 1, I), 16-bit PNG (I;16, scaled, not clipped), CMYK JPEG,
   RGBA / LA / palette PNG (alpha dropped, like timm's and torchvision's loaders), EXIF rotation applied (like
   datasets' own `Image` feature).
 - Broken ones are skipped and counted by a `BadImageCounter`: zero-byte files, non-images, truncated files,
@@ -14,14 +15,14 @@ be caught: datasets' own decoder would raise inside the DataLoader and kill the 
 
 from __future__ import annotations
 
-import io
 import logging
 import multiprocessing
 import warnings
 from typing import Any
 
-import numpy as np
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import Image, UnidentifiedImageError
+
+from ..image_decoding import open_rgb, to_rgb  # noqa: F401  (to_rgb is part of this module's API)
 
 logger = logging.getLogger(__name__)
 
@@ -66,29 +67,6 @@ def _read_bytes(raw: Any) -> bytes:
     raise BrokenImageError(f"unsupported image value of type {type(raw).__name__}")
 
 
-def _high_bit_depth_to_8bit(image: Image.Image) -> Image.Image:
-    """16-/32-bit grayscale ('I;16', 'I', 'F') to 'L' by scaling: `convert('L')` would clip them to white."""
-    array = np.asarray(image)
-    if image.mode == "F":
-        low, high = float(array.min()), float(array.max())
-        scaled = (array - low) / max(high - low, 1e-12) * 255.0
-    else:
-        # 16-bit PNGs open as 'I;16' or 'I' depending on the Pillow version; both span 0..65535.
-        scaled = array.astype(np.float64) / 257.0 if array.max() > 255 else array
-    return Image.fromarray(np.clip(np.rint(scaled), 0, 255).astype(np.uint8))  # mode L
-
-
-def to_rgb(image: Image.Image) -> Image.Image:
-    """Any PIL mode to RGB. Alpha is dropped (as in timm and torchvision); palette transparency goes via RGBA."""
-    if image.mode == "RGB":
-        return image
-    if image.mode.startswith("I") or image.mode == "F":
-        image = _high_bit_depth_to_8bit(image)
-    elif image.mode == "P" and "transparency" in image.info:
-        image = image.convert("RGBA")  # avoids Pillow's "palette with transparency" warning
-    return image.convert("RGB")
-
-
 def decode_image(raw: Any, draft_size: int | None = None) -> Image.Image:
     """Decode one image to a fully loaded RGB PIL image, or raise `BrokenImageError` saying why.
 
@@ -102,12 +80,7 @@ def decode_image(raw: Any, draft_size: int | None = None) -> Image.Image:
         with warnings.catch_warnings():
             # Between MAX_IMAGE_PIXELS and twice that, Pillow only warns: treat it as the bomb it is.
             warnings.simplefilter("error", Image.DecompressionBombWarning)
-            image = Image.open(io.BytesIO(data))
-            if draft_size is not None and image.format == "JPEG":
-                image.draft("RGB", (draft_size, draft_size))
-            image.load()  # decode now: a truncated file fails here, not later inside a transform
-            image = ImageOps.exif_transpose(image) if image.getexif().get(0x0112, 1) != 1 else image
-            return to_rgb(image)
+            return open_rgb(data, draft_size)  # the decoder inference uses too (hf_deit.image_decoding)
     except DECODE_ERRORS as error:
         raise BrokenImageError(f"{type(error).__name__}: {error}") from error
 

@@ -15,9 +15,9 @@ What equals the worker path (tests/test_device_finish.py):
   * random erasing: timm's own `RandomErasing` with the same parameters, applied to each image of the batch. Given
     the same RNG state (Python's `random` for the box, torch's generator for the pixel-mode noise), one image
     is erased identically to the worker path (bit for bit on CPU). In training the draws come from the main
-    process's RNGs, after the whole batch's crops, instead of each worker's RNGs between images: the distribution
-    of boxes and noise is the same, the particular box an image gets for a given seed is not. On CUDA the noise
-    comes from the CUDA generator.
+    process's RNGs (checkpointed by the Trainer, like Mixup's) instead of each image's augmentation seed
+    (seeding.py): the distribution of boxes and noise is the same, the particular box an image gets is not. On
+    CUDA the noise comes from the CUDA generator.
   * Mixup/CutMix: unchanged (it already runs in the training step, after erasing, as before).
 """
 

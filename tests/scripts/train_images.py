@@ -51,6 +51,7 @@ def main() -> None:
         save_steps=cli.save_steps,
         logging_steps=1,
         warmup_epochs=1,
+        base_learning_rate=0.05,  # lr 6e-4 at batch 6: steps large enough that any difference shows
         report_to="none",
         disable_tqdm=True,
         use_cpu=True,

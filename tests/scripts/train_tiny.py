@@ -117,7 +117,6 @@ def main() -> None:
         use_cpu=True,
         seed=42,
         ddp_backend="gloo" if distributed else None,
-        ddp_find_unused_parameters=False if distributed else None,
         accelerator_config={"dispatch_batches": False},
     )
     from transformers import set_seed

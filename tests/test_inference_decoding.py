@@ -1,0 +1,86 @@
+"""Inference preprocesses like training: the image processor, DeiTImageClassificationPipeline and `hf-deit predict`
+convert odd images (16-bit PNG, CMYK JPEG, palette PNG) with the decoder the training data goes through."""
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from transformers import pipeline
+from transformers.image_utils import load_image as transformers_load_image
+
+from hf_deit import DeiTConfig, DeiTForImageClassification, DeiTImageClassificationPipeline, image_processor_for
+from hf_deit.cli import main
+from hf_deit.data import decode_image
+
+
+def gradient(height: int = 40, width: int = 48) -> np.ndarray:
+    return np.linspace(0.0, 1.0, height * width).reshape(height, width)
+
+
+@pytest.fixture(scope="module")
+def odd_images(tmp_path_factory) -> dict:
+    folder = tmp_path_factory.mktemp("odd")
+    paths = {}
+    image16 = Image.fromarray((gradient() * 65535).astype(np.uint16))  # mode I;16, spans 0..65535
+    image16.save(folder / "gray16.png")
+    paths["gray16"] = folder / "gray16.png"
+    rgb = Image.fromarray((np.stack([gradient(), 1 - gradient(), gradient() ** 2], -1) * 255).astype(np.uint8))
+    rgb.convert("CMYK").save(folder / "cmyk.jpg", quality=95)
+    paths["cmyk"] = folder / "cmyk.jpg"
+    rgb.convert("P", palette=Image.Palette.ADAPTIVE, colors=16).save(folder / "palette.png")
+    paths["palette"] = folder / "palette.png"
+    return paths
+
+
+@pytest.fixture(scope="module")
+def saved_model(tmp_path_factory):
+    torch.manual_seed(0)
+    config = DeiTConfig(image_size=32, patch_size=8, hidden_size=48, num_hidden_layers=1, num_attention_heads=3,
+                        id2label={i: f"class_{i}" for i in range(6)})  # fmt: skip
+    model = DeiTForImageClassification(config).eval()
+    directory = tmp_path_factory.mktemp("model")
+    model.save_pretrained(directory)
+    image_processor_for(config).save_pretrained(directory)
+    return directory, model
+
+
+def test_stock_transformers_loader_clips_16_bit_to_white(odd_images):
+    """The bug this module exists for: transformers' load_image turns the 16-bit gradient (nearly) pure white."""
+    stock = np.asarray(transformers_load_image(str(odd_images["gray16"])))
+    assert (stock == 255).mean() > 0.99  # every value above 255 of 65535 is clipped
+    decoded = np.asarray(decode_image(str(odd_images["gray16"])))
+    assert decoded.min() == 0 and decoded.max() == 255  # the training decoder scales it
+
+
+@pytest.mark.parametrize("kind", ["gray16", "cmyk", "palette"])
+@pytest.mark.parametrize("backend", ["torchvision", "pil"])
+def test_image_processor_converts_like_training(odd_images, saved_model, kind, backend):
+    directory, model = saved_model
+    processor = image_processor_for(model.config, backend=backend)
+    expected = processor(decode_image(str(odd_images[kind])), return_tensors="pt")["pixel_values"]
+    from_pil = processor(Image.open(odd_images[kind]), return_tensors="pt")["pixel_values"]
+    from_path = processor(str(odd_images[kind]), return_tensors="pt")["pixel_values"]
+    torch.testing.assert_close(from_pil, expected, rtol=0, atol=0)
+    torch.testing.assert_close(from_path, expected, rtol=0, atol=0)
+
+
+def test_pipeline_and_cli_predict_see_training_pixels(odd_images, saved_model, capsys):
+    directory, model = saved_model
+    path = str(odd_images["gray16"])
+    processor = image_processor_for(model.config)
+    with torch.no_grad():
+        pixels = processor(decode_image(path), return_tensors="pt")["pixel_values"]
+        probs = model(pixels).logits.softmax(-1)[0]
+    top = probs.topk(3)
+    expected = [(model.config.id2label[i], s) for i, s in zip(top.indices.tolist(), top.values.tolist())]
+
+    classifier = pipeline("image-classification", model=str(directory), device="cpu",
+                          pipeline_class=DeiTImageClassificationPipeline)  # fmt: skip
+    got = classifier(path, top_k=3)
+    assert [p["label"] for p in got] == [label for label, _ in expected]
+    torch.testing.assert_close(torch.tensor([p["score"] for p in got]), top.values, rtol=0, atol=1e-6)
+
+    assert main(["predict", str(directory), path, "--top-k", "3", "--device", "cpu"]) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert lines[0] == path
+    assert [line.split() for line in lines[1:]] == [[f"{score:.3f}", label] for label, score in expected]
