@@ -256,8 +256,8 @@ def train_hf_deit(args, name, data, data_args, run_dir: Path, seed: int) -> dict
     trainer = DistillationTrainer(model=model, args=training_args, data_args=data_args,
                                   train_dataset=train_dataset, eval_dataset=eval_dataset)
     trainer.train()
-    if role == "teacher":
-        trainer.save_model(str(run_dir / "model"))  # weights + config + image processor: load_teacher reads it
+    # Teachers: load_teacher reads the folder. Students: `hf-deit analyze <run>/model` reads it (the token analysis).
+    trainer.save_model(str(run_dir / "model"))  # weights + config + image processor
     evals = [entry for entry in trainer.state.log_history if "eval_fused_top1" in entry]
     heads = ("fused", "cls", "distillation")
     final = {head: evals[-1][f"eval_{head}_top1"] for head in heads if f"eval_{head}_top1" in evals[-1]}
