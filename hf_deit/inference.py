@@ -18,6 +18,7 @@ import torch
 from transformers import ImageClassificationPipeline
 
 from .image_decoding import load_image
+from .teacher import is_timm_folder
 
 
 class DeiTImageClassificationPipeline(ImageClassificationPipeline):
@@ -25,15 +26,6 @@ class DeiTImageClassificationPipeline(ImageClassificationPipeline):
         if not isinstance(image, (np.ndarray, torch.Tensor)):
             image = load_image(image)
         return super().preprocess(image, timeout=timeout)  # an RGB PIL image passes transformers' load_image as is
-
-
-def is_timm_folder(path: str) -> bool:
-    """A folder saved by timm (`save_for_hf`, e.g. examples/train_teacher.py): config.json with "architecture"."""
-    config = os.path.join(path, "config.json")
-    if not os.path.isfile(config):
-        return False
-    with open(config) as f:
-        return "architecture" in json.load(f)
 
 
 class TimmFolderClassifier:

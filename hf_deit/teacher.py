@@ -157,7 +157,8 @@ def _transformers_teacher(model: nn.Module, processor=None, **kwargs) -> FrozenT
     return FrozenTeacher(model, input_size=size, num_labels=num_labels, **extra, **kwargs)
 
 
-def _is_timm_dir(path: str) -> bool:
+def is_timm_folder(path: str) -> bool:
+    """A folder saved by timm (`save_for_hf`, e.g. examples/train_teacher.py): config.json with "architecture"."""
     config = os.path.join(path, "config.json")
     if not os.path.isfile(config):
         return False
@@ -268,7 +269,7 @@ def _load_from_string(
 
     check_teacher_source(spec)
     if os.path.isdir(spec):
-        if _is_timm_dir(spec):
+        if is_timm_folder(spec):
             return _timm_teacher(timm.create_model(f"local-dir:{spec}", pretrained=True), **overrides, **student_stats)
         return _load_transformers(spec, overrides, student_stats)
     is_timm = spec.startswith(("timm/", "hf-hub:")) or "/" not in spec
@@ -310,4 +311,4 @@ def _load_transformers(path: str, overrides: dict, student_stats: dict) -> Froze
     return _transformers_teacher(model, processor, **overrides, **student_stats)
 
 
-__all__ = ["DEFAULT_TEACHER", "FrozenTeacher", "TeacherMismatchError", "check_teacher_source", "load_teacher"]
+__all__ = ["DEFAULT_TEACHER", "FrozenTeacher", "TeacherMismatchError", "check_teacher_source", "is_timm_folder", "load_teacher"]

@@ -388,20 +388,6 @@ class CachedTeacher(nn.Module):
         return self.info.num_classes
 
 
-def live_logits_for_batch(teacher: FrozenTeacher, pixel_values: torch.Tensor, batch: Mapping | None = None,
-                          mix: MixRecord | None = None) -> torch.Tensor:
-    """The live teacher through the same interface: it sees the (augmented, mixed) pixels themselves."""
-    return teacher(pixel_values)
-
-
-def teacher_logits(teacher: nn.Module, pixel_values: torch.Tensor, batch: Mapping, mix: MixRecord | None) -> torch.Tensor:
-    """One call for both kinds of teacher: a `CachedTeacher` reads the batch's rows and crop boxes and the mix;
-    a live teacher runs on the pixels."""
-    if isinstance(teacher, CachedTeacher):
-        return teacher.logits_for_batch(pixel_values, batch, mix)
-    return live_logits_for_batch(teacher, pixel_values, batch, mix)
-
-
 def cache_teacher_cli(teacher: str, data: str, output_path: str, *, split: str = "train", input_size: int | None = None,
                       top_k: int = 10, batch_size: int = 64, num_workers: int = 0, max_samples: int | None = None,
                       device: str | None = None) -> TeacherCacheInfo:
@@ -429,5 +415,4 @@ __all__ = [
     "cache_teacher_cli",
     "dense_logits",
     "mix_logits",
-    "teacher_logits",
 ]

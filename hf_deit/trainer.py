@@ -41,7 +41,6 @@ from .fast_paths import prepare_teacher, run_teacher, sdpa_context
 from .modeling_deit import DeiTForImageClassification
 from .teacher import FrozenTeacher, load_teacher
 from .teacher_cache import CachedTeacher, LambdaRecordingMixup, MixRecord, StaleTeacherCacheError
-from .teacher_cache import teacher_logits as teacher_logits_for
 from .training_args import DeiTTrainingArguments
 
 logger = logging.getLogger(__name__)
@@ -280,7 +279,7 @@ class DistillationTrainer(Trainer):
             # teacher under the same autocast gives it the same precision while its weights stay fp32.
             with self.accelerator.autocast():
                 if isinstance(self.teacher, CachedTeacher):  # reads the batch's rows, crop boxes and the mix
-                    teacher_logits = teacher_logits_for(self.teacher, pixel_values, inputs, mix)
+                    teacher_logits = self.teacher.logits_for_batch(pixel_values, inputs, mix)
                 else:
                     teacher_logits = run_teacher(self.teacher, pixel_values, self.args.teacher_inference_mode)
         parts = self.loss_fn(outputs, labels, teacher_logits)

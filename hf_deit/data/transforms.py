@@ -94,20 +94,6 @@ class ToNormalizedTensor:
         return f"{type(self).__name__}(mean={self.mean.flatten().tolist()}, std={self.std.flatten().tolist()})"
 
 
-class ToUint8Tensor:
-    """PIL RGB/L image -> uint8 tensor [C, H, W], the last worker step with `uint8_batches` (normalisation and
-    erasing then run on the device: `hf_deit.data.device_finish`)."""
-
-    def __call__(self, image: Image.Image) -> torch.Tensor:
-        array = np.asarray(image.convert("RGB") if image.mode not in ("RGB", "L") else image)
-        if array.ndim == 2:
-            array = array[:, :, None]  # (H, W) -> (H, W, 1)
-        return torch.from_numpy(np.ascontiguousarray(array.transpose(2, 0, 1)))  # (H, W, C) -> (C, H, W)
-
-    def __repr__(self) -> str:
-        return f"{type(self).__name__}()"
-
-
 def fuse_to_tensor_normalize(transform: transforms.Compose) -> transforms.Compose:
     """Replace the first ToTensor/MaybeToTensor directly followed by Normalize in `transform`, and in each nested
     Compose, with one `ToNormalizedTensor` (in place; returned)."""
@@ -151,7 +137,9 @@ def build_train_transform(args: DataArguments) -> Callable:
             steps.append(transforms.RandomHorizontalFlip(args.hflip))
         primary = transforms.Compose(steps)
     if args.uint8_batches:
-        final = ToUint8Tensor()  # ToTensor, Normalize and RandomErasing move to the device (device_finish.py)
+        # PIL (RGB, as decoded) -> uint8 [3, H, W], unscaled; ToTensor, Normalize and RandomErasing move to the
+        # device (device_finish.py)
+        final = transforms.PILToTensor()
     return fuse_to_tensor_normalize(fix_timm_posterize(transforms.Compose([primary, secondary, final])))
 
 
