@@ -10,7 +10,7 @@ Both arms are `DistillationTrainer.training_step` (student forward, teacher logi
 backward) + the AdamW step, on the same pre-collated batches of real ImageNet photos (../shared/data/imagenet-sample,
 the DeiT recipe: RandAugment, Mixup/CutMix, erasing), with the same student initialisation:
   * live:   the teacher (timm, random weights: speed does not depend on them) runs on every batch;
-  * cached: the teacher's dense top-k label maps were stored once by `hf_deit.teacher_cache.cache_teacher`
+  * cached: the teacher's dense top-k label maps were stored once by `hf_deit.distillation.teacher_cache.cache_teacher`
             (timed separately: the one-off pass), and each step pools them over the batch's crop boxes.
 The arms alternate per repeat (live, cached, live, ...), so background load hits both alike; the ratio is
 median(live time per image) / median(cached time per image). Data loading is excluded from both (the batches are
@@ -53,7 +53,7 @@ def parse_args() -> argparse.Namespace:
 
 def build_trainer(args, teacher, data, data_args, output_dir):
     from hf_deit import DeiTTrainingArguments, DistillationTrainer
-    from hf_deit.trainer import prepare_student
+    from hf_deit.distillation.trainer import prepare_student
 
     torch.manual_seed(0)
     student = prepare_student(args.student, num_labels=1000, drop_path_rate=0.1)
@@ -86,8 +86,8 @@ def main() -> None:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
     from hf_deit.data import DataArguments, build_datasets, load_image_dataset
-    from hf_deit.teacher import load_teacher
-    from hf_deit.teacher_cache import CachedTeacher, cache_teacher
+    from hf_deit.distillation.teacher import load_teacher
+    from hf_deit.distillation.teacher_cache import CachedTeacher, cache_teacher
 
     clock = time.process_time if args.clock == "cpu" else time.perf_counter
     data_args = DataArguments(dataset_name=args.data, train_split="validation", max_train_samples=args.images,

@@ -28,7 +28,7 @@ import timm  # noqa: E402
 import torch  # noqa: E402
 
 import reproduce_table as table  # noqa: E402
-from hf_deit.convert import from_timm  # noqa: E402
+from hf_deit.hub.convert import from_timm  # noqa: E402
 
 VARIANTS = ("ours", "conv_default", "timm_init", "peer")
 

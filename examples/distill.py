@@ -32,10 +32,10 @@ from dataclasses import dataclass, field
 from transformers import HfArgumentParser, set_seed
 
 from hf_deit import DeiTConfig, DeiTForImageClassification, DeiTTrainingArguments
-from hf_deit.configuration_deit import FUSIONS
+from hf_deit.models.configuration_deit import FUSIONS
 from hf_deit.data import DataArguments, build_datasets
-from hf_deit.teacher import check_teacher_source, load_teacher
-from hf_deit.trainer import DistillationTrainer, prepare_student
+from hf_deit.distillation.teacher import check_teacher_source, load_teacher
+from hf_deit.distillation.trainer import DistillationTrainer, prepare_student
 
 
 @dataclass

@@ -22,7 +22,7 @@ augmentation, optimizer, schedule and epochs, the teachers once (the first seed)
                         TokenDistillationTask (hard, same CNN teacher): the peer implementation
   soft_token            (optional) DeiT with distillation token, soft distillation, CNN teacher
   hard_token_cached     (optional) hard_token with the CNN teacher read from a cache made by `hf-deit cache-teacher`
-                        (hf_deit.teacher_cache: one teacher pass, dense label maps pooled over each crop)
+                        (hf_deit.distillation.teacher_cache: one teacher pass, dense label maps pooled over each crop)
 Finished runs are reused (their result.json) unless --overwrite. At the end it writes <docs_dir>/results.md,
 results_cifar10.png (accuracy per configuration + learning curves) and results_cifar10.json (the raw figures the
 page is generated from).
@@ -53,7 +53,7 @@ sys.path.insert(0, str(REPO_ROOT))  # run from a clone without installing
 
 from hf_deit import DeiTConfig, DeiTForImageClassification, DeiTTrainingArguments  # noqa: E402
 from hf_deit.data import DataArguments, build_collator, build_datasets  # noqa: E402
-from hf_deit.trainer import DistillationTrainer  # noqa: E402
+from hf_deit.distillation.trainer import DistillationTrainer  # noqa: E402
 
 # name -> (what the page calls it, role, student kind, distillation type, teacher). Order = the table's order.
 CONFIGURATIONS = {
@@ -270,8 +270,8 @@ def train_hf_deit(args, name, data, data_args, run_dir: Path, seed: int) -> dict
 def teacher_cache(teacher_dir: Path, data_args: DataArguments) -> str:
     """The CNN teacher's cache over the training images (made once, beside the teacher; a cache that no longer
     matches the teacher or the data is refused when loaded, so it is remade then)."""
-    from hf_deit.teacher import load_teacher
-    from hf_deit.teacher_cache import CachedTeacher, StaleTeacherCacheError, cache_teacher_cli, weights_sha256
+    from hf_deit.distillation.teacher import load_teacher
+    from hf_deit.distillation.teacher_cache import CachedTeacher, StaleTeacherCacheError, cache_teacher_cli, weights_sha256
 
     path = str(teacher_dir.parent / "cache-train.parquet")
     try:

@@ -8,14 +8,14 @@ Training-side names (trainer, data, losses) load lazily on first use so that inf
 from importlib import import_module
 from typing import Any
 
-from .configuration_deit import PRESETS, DeiTConfig
-from .image_decoding import load_image
-from .image_processing import (
+from .models.configuration_deit import PRESETS, DeiTConfig
+from .models.image_decoding import load_image
+from .models.image_processing import (
     DeiTImageProcessor,
     DeiTImageProcessorPil,
     image_processor_for,
 )
-from .modeling_deit import (
+from .models.modeling_deit import (
     DeiTForImageClassification,
     DeiTImageClassificationOutput,
     DeiTModel,
@@ -47,33 +47,33 @@ _register_auto_classes()
 
 # name -> submodule, imported on first attribute access.
 _LAZY = {
-    "from_timm": "convert",
-    "from_official": "convert",
-    "from_transformers": "convert",
-    "to_timm": "convert",
-    "to_transformers": "convert",
+    "from_timm": "hub.convert",
+    "from_official": "hub.convert",
+    "from_transformers": "hub.convert",
+    "to_timm": "hub.convert",
+    "to_transformers": "hub.convert",
     "DataArguments": "data",
     "load_image_dataset": "data",
     "build_datasets": "data",
     "build_collator": "data",
     "shard_dataset": "data",
-    "DistillationLoss": "losses",
-    "load_teacher": "teacher",
-    "FrozenTeacher": "teacher",
-    "TeacherMismatchError": "teacher",
-    "CachedTeacher": "teacher_cache",
-    "StaleTeacherCacheError": "teacher_cache",
-    "cache_teacher": "teacher_cache",
+    "DistillationLoss": "distillation.losses",
+    "load_teacher": "distillation.teacher",
+    "FrozenTeacher": "distillation.teacher",
+    "TeacherMismatchError": "distillation.teacher",
+    "CachedTeacher": "distillation.teacher_cache",
+    "StaleTeacherCacheError": "distillation.teacher_cache",
+    "cache_teacher": "distillation.teacher_cache",
     "analyze_model": "analysis",
-    "compute_topk_metrics": "metrics",
-    "load_accuracy_metric": "metrics",
+    "compute_topk_metrics": "distillation.metrics",
+    "load_accuracy_metric": "distillation.metrics",
     "DeiTImageClassificationPipeline": "inference",
-    "build_model_card": "model_card",
-    "model_card_from_trainer": "model_card",
-    "push_model_to_hub": "model_card",
-    "DeiTTrainingArguments": "training_args",
-    "DistillationTrainer": "trainer",
-    "prepare_student": "trainer",
+    "build_model_card": "hub.model_card",
+    "model_card_from_trainer": "hub.model_card",
+    "push_model_to_hub": "hub.model_card",
+    "DeiTTrainingArguments": "distillation.arguments",
+    "DistillationTrainer": "distillation.trainer",
+    "prepare_student": "distillation.trainer",
 }
 
 

@@ -27,7 +27,7 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
-from .modeling_deit import DeiTForImageClassification
+from .models.modeling_deit import DeiTForImageClassification
 
 ANALYSIS_JSON = "analysis.json"
 ANALYSIS_MD = "analysis.md"
@@ -271,7 +271,7 @@ def analyze_cli(
     from torch.utils.data import DataLoader
 
     from .data import DataArguments, build_collator, build_datasets
-    from .teacher import load_teacher
+    from .distillation.teacher import load_teacher
 
     model = DeiTForImageClassification.from_pretrained(model_path)
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))

@@ -23,7 +23,7 @@ from pathlib import Path
 
 
 def _convert(args: argparse.Namespace) -> None:
-    from .convert import convert_cli
+    from .hub.convert import convert_cli
 
     out = convert_cli(args.source_format, args.source, args.output_dir, preset=args.preset)
     print(f"Saved to {out}")
@@ -107,7 +107,7 @@ def _analyze(args: argparse.Namespace) -> None:
 
 
 def _cache_teacher(args: argparse.Namespace) -> None:
-    from .teacher_cache import cache_teacher_cli
+    from .distillation.teacher_cache import cache_teacher_cli
 
     info = cache_teacher_cli(
         args.teacher, args.data, args.output, split=args.split, input_size=args.input_size, top_k=args.top_k,

@@ -4,7 +4,7 @@
 
 transformers' pipeline opens files with its own `load_image`, which converts with Pillow's `convert("RGB")` before
 the image processor runs: a 16-bit PNG becomes pure white there. This subclass decodes paths, URLs, bytes and PIL
-images with `hf_deit.image_decoding.load_image`, the decoder the training data goes through, so inference sees the
+images with `hf_deit.models.image_decoding.load_image`, the decoder the training data goes through, so inference sees the
 pixels training saw. `hf-deit predict` uses it.
 """
 
@@ -17,8 +17,8 @@ import numpy as np
 import torch
 from transformers import ImageClassificationPipeline
 
-from .image_decoding import load_image
-from .teacher import is_timm_folder
+from .models.image_decoding import load_image
+from .distillation.teacher import is_timm_folder
 
 
 class DeiTImageClassificationPipeline(ImageClassificationPipeline):

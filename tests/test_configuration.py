@@ -3,7 +3,7 @@
 import pytest
 
 from hf_deit import PRESETS, DeiTConfig
-from hf_deit.configuration_deit import FUSIONS
+from hf_deit.models.configuration_deit import FUSIONS
 
 
 def test_presets_are_the_papers_models():

@@ -9,7 +9,7 @@ from timm.layers import resample_abs_pos_embed
 
 import hf_deit
 from hf_deit import PRESETS
-from hf_deit.convert import (
+from hf_deit.hub.convert import (
     KEY_MAP,
     convert_cli,
     from_official,

@@ -8,7 +8,7 @@ from datasets import Dataset
 from PIL import Image
 
 from hf_deit import DeiTConfig, DeiTForImageClassification, image_processor_for
-from hf_deit.metrics import load_accuracy_metric
+from hf_deit.distillation.metrics import load_accuracy_metric
 
 
 def test_shipped_accuracy_metric_loads_offline():

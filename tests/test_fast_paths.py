@@ -1,4 +1,4 @@
-"""Each optional fast path (hf_deit.fast_paths) gives the default path's loss and gradients within its dtype's
+"""Each optional fast path (hf_deit.distillation.fast_paths) gives the default path's loss and gradients within its dtype's
 tolerance, through DistillationTrainer.training_step (the real route: autocast, teacher, loss, backward)."""
 
 import pytest
@@ -6,8 +6,8 @@ import timm
 import torch
 
 from hf_deit import DeiTTrainingArguments, DistillationTrainer, load_teacher
-from hf_deit.fast_paths import sdpa_context
-from hf_deit.trainer import prepare_student
+from hf_deit.distillation.fast_paths import sdpa_context
+from hf_deit.distillation.trainer import prepare_student
 
 C = 4
 TINY = dict(image_size=32, patch_size=8, hidden_size=32, num_hidden_layers=2, num_attention_heads=2)

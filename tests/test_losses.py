@@ -8,7 +8,7 @@ import torch.nn.functional as F
 from timm.loss import SoftTargetCrossEntropy
 
 from hf_deit import DeiTConfig, DeiTForImageClassification, DistillationLoss
-from hf_deit.modeling_deit import DeiTImageClassificationOutput
+from hf_deit.models.modeling_deit import DeiTImageClassificationOutput
 
 B, C = 6, 5
 

@@ -18,7 +18,7 @@ from huggingface_hub.repocard_data import eval_results_to_model_index, model_ind
 from transformers import Trainer, TrainingArguments
 
 from hf_deit import DeiTConfig, DeiTForImageClassification, image_processor_for
-from hf_deit.model_card import (
+from hf_deit.hub.model_card import (
     build_model_card,
     count_parameters,
     head_metrics,
@@ -250,7 +250,7 @@ def test_model_push_to_hub(monkeypatch):
 def test_trainer_push_to_hub_uploads_run_folder(monkeypatch, tmp_path):
     """DistillationTrainer.push_to_hub: save, card (with the curves), upload of output_dir, all in one call."""
     from hf_deit import DeiTTrainingArguments
-    from hf_deit.trainer import DistillationTrainer
+    from hf_deit.distillation.trainer import DistillationTrainer
 
     seen = capture_hub(monkeypatch)
     teacher = torch.nn.Sequential(torch.nn.AdaptiveAvgPool2d(4), torch.nn.Flatten(), torch.nn.Linear(3 * 16, 4))
@@ -277,7 +277,7 @@ def test_trainer_push_to_hub_uploads_run_folder(monkeypatch, tmp_path):
 
 def test_fine_tuned_student_card_names_its_base_model(tmp_path):
     """A student loaded from a checkpoint (as `--model_name_or_path` does) gets `base_model` in its card."""
-    from hf_deit.trainer import prepare_student
+    from hf_deit.distillation.trainer import prepare_student
 
     DeiTForImageClassification(DeiTConfig(**TINY)).save_pretrained(tmp_path / "base")
     student = prepare_student(str(tmp_path / "base"), num_labels=4)

@@ -16,7 +16,7 @@ from transformers import AutoImageProcessor, AutoModelForImageClassification, pi
 import hf_deit
 from hf_deit import DeiTForImageClassification, image_processor_for
 from hf_deit.cli import main
-from hf_deit.convert import from_timm
+from hf_deit.hub.convert import from_timm
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 

@@ -222,7 +222,7 @@ def test_our_trainer_and_timms_loop_take_the_same_steps(tmp_path):
 
     from hf_deit import DeiTTrainingArguments, from_timm, load_teacher
     from hf_deit.data import DataArguments
-    from hf_deit.trainer import DistillationTrainer
+    from hf_deit.distillation.trainer import DistillationTrainer
 
     torch.manual_seed(0)
     student = timm.create_model("deit_tiny_distilled_patch16_224", pretrained=False, img_size=32, patch_size=8,

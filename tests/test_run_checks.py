@@ -18,9 +18,9 @@ from PIL import Image
 from safetensors.torch import load_file
 
 from hf_deit import DeiTConfig, DeiTTrainingArguments, DistillationTrainer
-from hf_deit.checkpoints import CheckpointError
-from hf_deit.teacher import TeacherMismatchError
-from hf_deit.trainer import prepare_student
+from hf_deit.distillation.checkpoints import CheckpointError
+from hf_deit.distillation.teacher import TeacherMismatchError
+from hf_deit.distillation.trainer import prepare_student
 
 from test_trainer import TINY, args, dataset, student
 
@@ -142,7 +142,7 @@ def test_corrupt_checkpoint_file_is_named(tmp_path, checkpoint, corrupt):
 
 
 def test_checkpoint_without_rng_state_resumes_with_a_warning(tmp_path, checkpoint, caplog):
-    with caplog.at_level(logging.WARNING, logger="hf_deit.checkpoints"):
+    with caplog.at_level(logging.WARNING, logger="hf_deit.distillation.checkpoints"):
         trainer = resume(tmp_path, checkpoint, remove=["rng_state.pth"])
     assert trainer.state.global_step == 2
     assert "rng_state.pth" in caplog.text and "bit-exact" in caplog.text

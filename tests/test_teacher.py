@@ -8,7 +8,7 @@ from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 from torch import nn
 
 from hf_deit import load_teacher
-from hf_deit.teacher import FrozenTeacher, TeacherMismatchError
+from hf_deit.distillation.teacher import FrozenTeacher, TeacherMismatchError
 
 MEAN = torch.tensor(IMAGENET_DEFAULT_MEAN).view(1, 3, 1, 1)
 STD = torch.tensor(IMAGENET_DEFAULT_STD).view(1, 3, 1, 1)

@@ -1,4 +1,4 @@
-"""hf_deit.teacher_cache: a cached teacher gives the live teacher's targets (exactly for the whole image, within a
+"""hf_deit.distillation.teacher_cache: a cached teacher gives the live teacher's targets (exactly for the whole image, within a
 stated tolerance for crops), mixes them as the images were mixed, refuses stale caches, and trains (hard and soft)."""
 
 import numpy as np
@@ -9,14 +9,14 @@ from torch import nn
 
 from hf_deit import DeiTTrainingArguments, DistillationTrainer
 from hf_deit.data import DataArguments, build_datasets, load_image_dataset
-from hf_deit.teacher import load_teacher
-from hf_deit.teacher_cache import (
+from hf_deit.distillation.teacher import load_teacher
+from hf_deit.distillation.teacher_cache import (
     CachedTeacher,
     MixRecord,
     StaleTeacherCacheError,
     cache_teacher,
 )
-from hf_deit.trainer import prepare_student
+from hf_deit.distillation.trainer import prepare_student
 
 NUM_CLASSES, SIZE = 4, 48
 
@@ -81,7 +81,7 @@ def test_whole_image_box_gives_the_teachers_logits_exactly(folder, tmp_path):
     """A real CNN (timm resnet10t, 2x2 map at 48 px): the dense map pooled over the whole image is its logits."""
     import timm
 
-    from hf_deit.teacher_cache import _WholeImage
+    from hf_deit.distillation.teacher_cache import _WholeImage
 
     model = timm.create_model("resnet10t", num_classes=NUM_CLASSES, pretrained=False)
     teacher = make_cache(folder, tmp_path / "c.parquet", model)

@@ -10,8 +10,8 @@ from timm.layers import resample_abs_pos_embed
 from torch import nn
 
 from hf_deit import DeiTTrainingArguments, DistillationLoss, DistillationTrainer
-from hf_deit.teacher import TeacherMismatchError
-from hf_deit.trainer import prepare_student
+from hf_deit.distillation.teacher import TeacherMismatchError
+from hf_deit.distillation.trainer import prepare_student
 
 C = 4
 TINY = dict(image_size=32, patch_size=8, hidden_size=32, num_hidden_layers=1, num_attention_heads=2)

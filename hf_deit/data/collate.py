@@ -76,7 +76,7 @@ def mix_batch(
     return pixel_values, targets
 
 
-# Per-example keys a cached teacher needs (hf_deit.teacher_cache), stacked into the batch when every example has them.
+# Per-example keys a cached teacher needs (hf_deit.distillation.teacher_cache), stacked into the batch when every example has them.
 PASSTHROUGH_KEYS = {"example_index": torch.long, "crop_box": torch.float32, "crop_flip": torch.bool}
 
 

@@ -1,6 +1,6 @@
 """Record where the training transform cropped each image and whether it flipped it.
 
-A cached teacher (`hf_deit.teacher_cache`) turns the crop box into the teacher's logits for that crop, so the box
+A cached teacher (`hf_deit.distillation.teacher_cache`) turns the crop box into the teacher's logits for that crop, so the box
 must travel with the example: `record_crops(transform)` patches the transform's random crop (timm's
 RandomResizedCropAndInterpolation, torchvision's RandomResizedCrop / RandomCrop) and replaces its horizontal flip so
 that each call leaves `transform.crop_record` = (box, flipped) for the image just transformed. The random draws are

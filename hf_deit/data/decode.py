@@ -4,7 +4,7 @@ Every source (folder, parquet, webdataset, Hub) is read with `datasets.Image(dec
 image arrives as `{"bytes": ..., "path": ...}` and is decoded exactly once, here. That is where a bad file can
 be caught: datasets' own decoder would raise inside the DataLoader and kill the run.
 
-- Odd but valid images become RGB (the conversion lives in `hf_deit.image_decoding`, shared with inference):
+- Odd but valid images become RGB (the conversion lives in `hf_deit.models.image_decoding`, shared with inference):
   grayscale (L, 1, I), 16-bit PNG (I;16, scaled, not clipped), CMYK JPEG,
   RGBA / LA / palette PNG (alpha dropped, like timm's and torchvision's loaders), EXIF rotation applied (like
   datasets' own `Image` feature).
@@ -22,7 +22,7 @@ from typing import Any
 
 from PIL import Image, UnidentifiedImageError
 
-from ..image_decoding import open_rgb, to_rgb  # noqa: F401  (to_rgb is part of this module's API)
+from ..models.image_decoding import open_rgb, to_rgb  # noqa: F401  (to_rgb is part of this module's API)
 
 logger = logging.getLogger(__name__)
 
@@ -80,7 +80,7 @@ def decode_image(raw: Any, draft_size: int | None = None) -> Image.Image:
         with warnings.catch_warnings():
             # Between MAX_IMAGE_PIXELS and twice that, Pillow only warns: treat it as the bomb it is.
             warnings.simplefilter("error", Image.DecompressionBombWarning)
-            return open_rgb(data, draft_size)  # the decoder inference uses too (hf_deit.image_decoding)
+            return open_rgb(data, draft_size)  # the decoder inference uses too (hf_deit.models.image_decoding)
     except DECODE_ERRORS as error:
         raise BrokenImageError(f"{type(error).__name__}: {error}") from error
 

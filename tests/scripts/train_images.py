@@ -39,7 +39,7 @@ def main() -> None:
 
     from hf_deit import DeiTTrainingArguments, DistillationTrainer
     from hf_deit.data import DataArguments, build_datasets
-    from hf_deit.trainer import prepare_student
+    from hf_deit.distillation.trainer import prepare_student
 
     data_args = DataArguments(dataset_name=cli.data, streaming=cli.stream, image_size=48, shuffle_buffer_size=16)
     train_dataset, _, labels = build_datasets(data_args, seed=42, do_eval=False)

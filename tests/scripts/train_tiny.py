@@ -35,7 +35,7 @@ def tiny_teacher() -> nn.Module:
 
 def tiny_cache():
     """A CachedTeacher of random 2x2 label maps (all classes kept) for the NUM_EXAMPLES rows."""
-    from hf_deit.teacher_cache import CachedTeacher, TeacherCacheInfo
+    from hf_deit.distillation.teacher_cache import CachedTeacher, TeacherCacheInfo
 
     g = torch.Generator().manual_seed(99)
     info = TeacherCacheInfo(teacher="random", teacher_sha256="", input_size=32, top_k=NUM_LABELS,
@@ -99,7 +99,7 @@ def main() -> None:
 
     from hf_deit import DeiTTrainingArguments, DistillationTrainer
     from hf_deit.data import DataArguments, build_collator
-    from hf_deit.trainer import prepare_student
+    from hf_deit.distillation.trainer import prepare_student
 
     distributed = int(os.environ.get("WORLD_SIZE", "1")) > 1
     epochs_mode = cli.epochs is not None

@@ -1,6 +1,6 @@
 """Top-1 accuracy as an `evaluate` metric script that ships with hf_deit, so it loads offline by path.
 
-    metric = evaluate.load(hf_deit.metrics.ACCURACY_METRIC_PATH)   # = hf_deit.metrics.load_accuracy_metric()
+    metric = evaluate.load(hf_deit.distillation.metrics.ACCURACY_METRIC_PATH)   # = hf_deit.distillation.metrics.load_accuracy_metric()
     metric.compute(predictions=[0, 1, 1], references=[0, 1, 0])   # {"accuracy": 0.666...}
 
 `evaluate.load("accuracy")` fetches the same computation from the Hub, which fails offline. The result is a fraction

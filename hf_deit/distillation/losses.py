@@ -26,7 +26,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .modeling_deit import DeiTImageClassificationOutput
+from ..models.modeling_deit import DeiTImageClassificationOutput
 
 DISTILLATION_TYPES = ("none", "soft", "hard")
 

@@ -273,7 +273,7 @@ class DeiTPreTrainedModel(PreTrainedModel):
         """Upload weights, config, code, the image processor and a model card in one commit (hf_deit's
         `push_model_to_hub`). Loaded as remote code without hf_deit installed, transformers' own upload is used."""
         try:  # transformers' remote-code import check skips imports inside try blocks
-            from hf_deit.model_card import push_model_to_hub
+            from hf_deit.hub.model_card import push_model_to_hub
         except ImportError:
             return super().push_to_hub(repo_id, **kwargs)
         return push_model_to_hub(self, repo_id, **kwargs)

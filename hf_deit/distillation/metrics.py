@@ -19,7 +19,7 @@ from transformers import EvalPrediction
 # Order of the logits the Trainer collects from DeiTImageClassificationOutput (loss and None fields dropped).
 HEADS = ("fused", "cls", "distillation")
 TOPK = 5
-ACCURACY_METRIC_PATH = str(Path(__file__).parent / "evaluate_metrics" / "accuracy")
+ACCURACY_METRIC_PATH = str(Path(__file__).parent.parent / "evaluate_metrics" / "accuracy")
 
 
 def load_accuracy_metric(**kwargs):

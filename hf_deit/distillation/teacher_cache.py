@@ -148,8 +148,8 @@ class _WholeImage:
     def __init__(self, size: int) -> None:
         from torchvision import transforms
 
-        from .data.decode import decode_image
-        from .data.transforms import IMAGENET_MEAN, IMAGENET_STD, ToNormalizedTensor
+        from ..data.decode import decode_image
+        from ..data.transforms import IMAGENET_MEAN, IMAGENET_STD, ToNormalizedTensor
 
         self.decode = decode_image
         self.resize = transforms.Resize((size, size), interpolation=transforms.InterpolationMode.BICUBIC)
@@ -392,7 +392,7 @@ def cache_teacher_cli(teacher: str, data: str, output_path: str, *, split: str =
                       top_k: int = 10, batch_size: int = 64, num_workers: int = 0, max_samples: int | None = None,
                       device: str | None = None) -> TeacherCacheInfo:
     """`hf-deit cache-teacher`: load the teacher and the split as training would (same rows), cache."""
-    from .data import load_image_dataset
+    from ..data import load_image_dataset
     from .teacher import load_teacher
 
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")

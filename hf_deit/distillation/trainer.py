@@ -31,17 +31,17 @@ from transformers.optimization import get_scheduler
 from transformers.trainer_utils import has_length
 
 from .checkpoints import check_checkpoint, resolve_resume_checkpoint
-from .configuration_deit import PRESETS, DeiTConfig
-from .image_processing import image_processor_for
+from ..models.configuration_deit import PRESETS, DeiTConfig
+from ..models.image_processing import image_processor_for
 from .losses import DistillationLoss, soft_target_cross_entropy
 from .metrics import compute_topk_metrics, topk_predictions
-from .data.collate import mix_batch
-from .data.device_finish import build_device_finish
+from ..data.collate import mix_batch
+from ..data.device_finish import build_device_finish
 from .fast_paths import prepare_teacher, run_teacher, sdpa_context
-from .modeling_deit import DeiTForImageClassification
+from ..models.modeling_deit import DeiTForImageClassification
 from .teacher import FrozenTeacher, load_teacher
 from .teacher_cache import CachedTeacher, LambdaRecordingMixup, MixRecord, StaleTeacherCacheError
-from .training_args import DeiTTrainingArguments
+from .arguments import DeiTTrainingArguments
 
 logger = logging.getLogger(__name__)
 
@@ -97,7 +97,7 @@ class DistillationTrainer(Trainer):
 
     Args (besides the Trainer's):
         teacher: None (load `args.teacher_cache` if set, else `args.teacher_name_or_path`), an `nn.Module`, a
-            `FrozenTeacher` from `load_teacher`, or a `CachedTeacher` (hf_deit.teacher_cache: the teacher's stored
+            `FrozenTeacher` from `load_teacher`, or a `CachedTeacher` (hf_deit.distillation.teacher_cache: the teacher's stored
             dense label maps, pooled over each crop). Unused with `args.distillation_type == "none"`.
         data_args: `hf_deit.data.DataArguments`; gives label smoothing, repeated augmentation and, unless
             collators are passed, the train (Mixup/CutMix) and eval collators.
@@ -138,7 +138,7 @@ class DistillationTrainer(Trainer):
             )
         mixup = None
         if data_args is not None:
-            from .data import build_collator, build_mixup
+            from ..data import build_collator, build_mixup
 
             # Batches are stacked with integer labels and mixed on the device in compute_loss (see _mix); a
             # collator that already gives soft labels (batch, classes) is left alone.
@@ -370,7 +370,7 @@ class DistillationTrainer(Trainer):
         dataset = train_dataset if train_dataset is not None else self.train_dataset
         repeats = getattr(self.data_args, "repeated_aug", 1)
         if repeats > 1 and dataset is not None and has_length(dataset):
-            from .data import repeat_aug_sampler
+            from ..data import repeat_aug_sampler
 
             return repeat_aug_sampler(
                 dataset,
@@ -412,7 +412,7 @@ class DistillationTrainer(Trainer):
         from accelerate.data_loader import SeedableRandomSampler
         from torch.utils.data import RandomSampler, SequentialSampler
 
-        from .data.seeding import PositionalSampler, SeededAugmentation
+        from ..data.seeding import PositionalSampler, SeededAugmentation
 
         seed = self.args.data_seed if self.args.data_seed is not None else self.args.seed
 
@@ -453,7 +453,7 @@ class DistillationTrainer(Trainer):
 
     def train(self, resume_from_checkpoint: str | bool | None = None, trial=None, ignore_keys_for_eval=None, **kwargs):
         """`Trainer.train`, with `resume_from_checkpoint` also taking "True"/"False" as a command line gives them, and
-        a checkpoint checked before anything is loaded (hf_deit.checkpoints: missing optimizer/scheduler state or a
+        a checkpoint checked before anything is loaded (hf_deit.distillation.checkpoints: missing optimizer/scheduler state or a
         corrupt file stop the run; a missing RNG state warns that the resume is no longer exact)."""
         checkpoint = resolve_resume_checkpoint(resume_from_checkpoint, self.args.output_dir)
         # DeepSpeed and FSDP write their optimizer state in their own layouts, which they check themselves.
@@ -532,10 +532,10 @@ class DistillationTrainer(Trainer):
         return super().prediction_step(model, inputs, prediction_loss_only, ignore_keys)
 
     def create_model_card(self, **kwargs: Any) -> None:
-        """README.md (+ training_curves.png) from the run's arguments, logs and config (hf_deit.model_card)."""
+        """README.md (+ training_curves.png) from the run's arguments, logs and config (hf_deit.hub.model_card)."""
         if not self.is_world_process_zero():
             return
-        from .model_card import model_card_from_trainer
+        from ..hub.model_card import model_card_from_trainer
 
         model_card_from_trainer(self).save(os.path.join(self.args.output_dir, "README.md"))
 

@@ -1,5 +1,5 @@
 """Model cards for hf_deit checkpoints: `huggingface_hub.ModelCardData` metadata + the Jinja template in
-`hf_deit/templates/model_card.md`, a training-curves PNG, and an upload helper.
+`hf_deit/hub/templates/model_card.md`, a training-curves PNG, and an upload helper.
 
 Three entry points:
   * `build_model_card(config, ...)`: any checkpoint (trained here, or converted with only `source=`).
@@ -24,7 +24,7 @@ import torch
 from huggingface_hub import EvalResult, HfApi, ModelCard, ModelCardData
 from transformers.trainer_utils import has_length
 
-from .configuration_deit import PRESETS, DeiTConfig
+from ..models.configuration_deit import PRESETS, DeiTConfig
 
 TEMPLATE_PATH = Path(__file__).parent / "templates" / "model_card.md"
 CURVES_FILENAME = "training_curves.png"
@@ -35,7 +35,7 @@ HEADS = {"fused": "fused", "cls": "cls token", "distillation": "distillation tok
 
 def count_parameters(config: DeiTConfig) -> int:
     """Parameters of `DeiTForImageClassification(config)`, counted on the meta device (no memory, no init)."""
-    from .modeling_deit import DeiTForImageClassification
+    from ..models.modeling_deit import DeiTForImageClassification
 
     with torch.device("meta"):
         model = DeiTForImageClassification(config)
@@ -178,7 +178,7 @@ def build_model_card(
         else:
             teacher_text = f"`{teacher}`"
         training_lines.append(f"Teacher: {teacher_text}.")
-        # hf_deit.losses distils into the distillation head, or into the only head of a plain DeiT.
+        # hf_deit.distillation.losses distils into the distillation head, or into the only head of a plain DeiT.
         head = "distillation head" if distilled else "cls head"
         term = {
             "hard": f"cross-entropy of the {head} against the teacher's argmax",
@@ -186,7 +186,7 @@ def build_model_card(
         }.get(distillation_type, distillation_type)
         training_lines.append(
             f"Distillation: {distillation_type}, alpha = {alpha}: loss = (1 - alpha) * CE(cls head, labels) "
-            f"+ alpha * {term} (see `hf_deit.losses`)."
+            f"+ alpha * {term} (see `hf_deit.distillation.losses`)."
         )
     elif distillation_type == "none":
         trained = "both heads" if distilled else "the model"
@@ -200,7 +200,7 @@ def build_model_card(
         if head in heads
     ]
     fusion_note = f"`{config.fusion}` of the cls and distillation heads" if distilled else "the cls head"
-    from . import __version__
+    from .. import __version__
 
     return ModelCard.from_template(
         card_data,
@@ -347,8 +347,8 @@ def push_model_to_hub(
     training details the model object no longer knows; otherwise `build_model_card(model.config)` is used.
     The keyword arguments are those of transformers' `push_to_hub`; `tags` are added to the card's tags.
     """
-    from . import __version__
-    from .image_processing import image_processor_for
+    from .. import __version__
+    from ..models.image_processing import image_processor_for
 
     api = HfApi(library_name="hf_deit", library_version=__version__)
     repo_id = api.create_repo(repo_id, private=private, token=token, exist_ok=True).repo_id

@@ -23,8 +23,8 @@ import torch
 from torch import nn
 from transformers.utils import logging
 
-from .configuration_deit import PRESETS, DeiTConfig
-from .modeling_deit import DeiTForImageClassification
+from ..models.configuration_deit import PRESETS, DeiTConfig
+from ..models.modeling_deit import DeiTForImageClassification
 
 logger = logging.get_logger(__name__)
 
@@ -468,7 +468,7 @@ def _hub_id(source_format: str, source: str) -> str | None:
 
 def convert_cli(source_format: str, source: str, output_dir: str | Path, preset: str | None = None) -> str:
     """`hf-deit convert`: convert, then save safetensors + config + preprocessor config + a model card."""
-    from .image_processing import image_processor_for
+    from ..models.image_processing import image_processor_for
     from .model_card import build_model_card
 
     if source_format == "timm":

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 
 from transformers import TrainingArguments
 
-from .configuration_deit import PRESETS
+from ..models.configuration_deit import PRESETS
 from .fast_paths import SDPA_BACKENDS
 from .losses import DISTILLATION_TYPES
 from .teacher import DEFAULT_TEACHER
@@ -61,7 +61,7 @@ class DeiTTrainingArguments(TrainingArguments):
             "must be the rows it was made from (map-style); a stale or mismatched cache is refused."
         },
     )
-    # --- speed (hf_deit.fast_paths; the default keeps the paper's fp32 numerics)
+    # --- speed (hf_deit.distillation.fast_paths; the default keeps the paper's fp32 numerics)
     teacher_torch_compile: bool = field(
         default=False,
         metadata={
