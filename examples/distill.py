@@ -18,67 +18,24 @@
         --per_device_train_batch_size 128 --max_steps 375342 --bf16 --output_dir runs/deit_base_distilled \
         --push_to_hub --hub_model_id <you>/deit_base_distilled
 
-Flags come from three dataclasses: `ModelArguments` below, `hf_deit.data.DataArguments` (dataset, augmentation,
-Mixup/CutMix, repeated augmentation) and `hf_deit.DeiTTrainingArguments` (transformers' TrainingArguments with
-the paper's defaults + distillation type/alpha/tau, teacher, student preset, EMA). `--help` lists them all.
+Flags come from three dataclasses, one owner per setting: `hf_deit.ModelArguments` (the student: preset or
+checkpoint, architecture overrides, drop path), `hf_deit.data.DataArguments` (dataset, per-image augmentation,
+evaluation crop, repeated augmentation) and `hf_deit.DeiTTrainingArguments` (transformers' TrainingArguments with
+the paper's defaults + distillation type/alpha/tau, teacher, Mixup/CutMix, label smoothing, EMA). `--help` lists
+them all.
 The output directory holds model.safetensors, config.json (+ the model code), preprocessor_config.json and a
 model card (README.md + training_curves.png); it loads with AutoModelForImageClassification and `pipeline`.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-
 from transformers import HfArgumentParser, set_seed
 
-from hf_deit import DeiTConfig, DeiTForImageClassification, DeiTTrainingArguments
-from hf_deit.models.configuration_deit import FUSIONS
+from hf_deit import DeiTTrainingArguments, ModelArguments, build_student
 from hf_deit.data import DataArguments, build_datasets
+from hf_deit.distillation.student import student_config
 from hf_deit.distillation.teacher import check_teacher_source, load_teacher
-from hf_deit.distillation.trainer import DistillationTrainer, prepare_student
-
-
-@dataclass
-class ModelArguments:
-    """How the student is built. Its architecture is --student_preset (training arguments); these override it."""
-
-    model_name_or_path: str | None = field(
-        default=None,
-        metadata={
-            "help": "Fine-tune this hf_deit checkpoint (folder or Hub id) instead of training --student_preset from "
-            "scratch; heads are re-initialised for a new label set, position embeddings resized to --image_size."
-        },
-    )
-    patch_size: int | None = field(default=None, metadata={"help": "Patch side (e.g. 4 for 32 px CIFAR images)."})
-    hidden_size: int | None = field(default=None, metadata={"help": "Override the preset's width (small runs)."})
-    num_hidden_layers: int | None = field(default=None, metadata={"help": "Override the preset's depth."})
-    num_attention_heads: int | None = field(default=None, metadata={"help": "Override the preset's heads."})
-    fusion: str | None = field(
-        default=None,
-        metadata={"help": "How the two heads combine at inference (default: the preset's, mean).", "choices": FUSIONS},
-    )
-
-    def overrides(self) -> dict:
-        names = ("patch_size", "hidden_size", "num_hidden_layers", "num_attention_heads", "fusion")
-        return {name: getattr(self, name) for name in names if getattr(self, name) is not None}
-
-
-def build_student(model_args: ModelArguments, data_args: DataArguments, args: DeiTTrainingArguments, labels):
-    # transformers v5 does not derive label2id from id2label: give both, so config.label2id["cat"] works.
-    id2label, label2id = dict(enumerate(labels)), {name: i for i, name in enumerate(labels)}
-    # The saved image processor must preprocess like the evaluation transform, so crop_pct comes from the data.
-    common = dict(
-        id2label=id2label, label2id=label2id, drop_path_rate=args.drop_path_rate, crop_pct=data_args.eval_crop_pct
-    )
-    if model_args.model_name_or_path is not None:
-        return prepare_student(
-            model_args.model_name_or_path, image_size=data_args.image_size, **common, **model_args.overrides()
-        )
-    # From scratch: built directly at the training resolution (no resize of freshly initialised embeddings).
-    config = DeiTConfig.from_preset(
-        args.student_preset, image_size=data_args.image_size, **common, **model_args.overrides()
-    )
-    return DeiTForImageClassification(config)
+from hf_deit.distillation.trainer import DistillationTrainer
 
 
 def check_before_data(model_args: ModelArguments, data_args: DataArguments, args: DeiTTrainingArguments):
@@ -87,7 +44,7 @@ def check_before_data(model_args: ModelArguments, data_args: DataArguments, args
     The flags themselves were checked when parsed (each dataclass' __post_init__). Returns the `check_labels`
     callback for build_datasets."""
     if model_args.model_name_or_path is None:
-        DeiTConfig.from_preset(args.student_preset, image_size=data_args.image_size, **model_args.overrides())
+        student_config(model_args, data_args)
     if args.distillation_type == "none" or not args.teacher_name_or_path:
         return None  # no teacher to check (the trainer says what is missing)
     check_teacher_source(args.teacher_name_or_path)
@@ -113,11 +70,11 @@ def main() -> None:
     # Seed before the student exists: the Trainer seeds only in its __init__, after the weights were drawn, so
     # the same command would start from different weights each run.
     set_seed(training_args.seed)
-    model = build_student(model_args, data_args, training_args, labels)
+    model = build_student(model_args, data_args, labels)  # at the data's resolution and evaluation crop
     trainer = DistillationTrainer(
         model=model,
         args=training_args,
-        data_args=data_args,  # collators (Mixup/CutMix for training, plain for eval), RA, label smoothing
+        data_args=data_args,  # collator (stacks), repeated augmentation; Mixup and smoothing are in training_args
         train_dataset=train_dataset,
         eval_dataset=eval_dataset,
     )

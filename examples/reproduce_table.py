@@ -52,7 +52,7 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO_ROOT))  # run from a clone without installing
 
 from hf_deit import DeiTConfig, DeiTForImageClassification, DeiTTrainingArguments  # noqa: E402
-from hf_deit.data import DataArguments, build_collator, build_datasets  # noqa: E402
+from hf_deit.data import DataArguments, DeiTCollator, build_datasets  # noqa: E402
 from hf_deit.distillation.trainer import DistillationTrainer  # noqa: E402
 
 # name -> (what the page calls it, role, student kind, distillation type, teacher). Order = the table's order.
@@ -183,7 +183,10 @@ def balanced_subset(args: TableArguments) -> Path:
 
 # The DeiT recipe's heavy regularisers are off at this budget (a few epochs of 5k images: they slow convergence
 # far more than they prevent over-fitting); see docs/results.md. Padded random crop + flip + label smoothing stay.
-RECIPE_CHANGES = dict(auto_augment="none", mixup=0.0, cutmix=0.0, reprob=0.0, repeated_aug=1)
+RECIPE_CHANGES = dict(auto_augment="none", reprob=0.0, repeated_aug=1)  # DataArguments
+MIX_CHANGES = dict(mixup=0.0, cutmix=0.0)  # DeiTTrainingArguments / MixupArguments
+# The students' label smoothing (DeiTTrainingArguments' default), given to the timm peer too.
+LABEL_SMOOTHING = DeiTTrainingArguments.__dataclass_fields__["label_smoothing_factor"].default
 
 
 def data_arguments(args: TableArguments, folder: Path) -> DataArguments:
@@ -196,7 +199,7 @@ def data_arguments(args: TableArguments, folder: Path) -> DataArguments:
 def data_flags(data_args: DataArguments) -> list[str]:
     """The same data settings as command-line flags, for examples/train_teacher.py."""
     flags = dict(dataset_name=data_args.dataset_name, eval_split=data_args.eval_split,
-                 image_size=data_args.image_size, data_cache_dir=data_args.data_cache_dir, **RECIPE_CHANGES)
+                 image_size=data_args.image_size, data_cache_dir=data_args.data_cache_dir, **RECIPE_CHANGES, **MIX_CHANGES)
     return [item for name, value in flags.items() for item in (f"--{name}", str(value))]
 
 
@@ -245,7 +248,7 @@ def train_hf_deit(args, name, data, data_args, run_dir: Path, seed: int) -> dict
         teacher_name_or_path=str(Path(args.output_dir) / teacher / "model") if teacher else None,
         num_train_epochs=args.epochs, per_device_train_batch_size=args.batch_size, per_device_eval_batch_size=256,
         scale_lr=False, learning_rate=args.learning_rate, weight_decay=args.weight_decay,
-        warmup_epochs=args.warmup_epochs, drop_path_rate=args.drop_path_rate, eval_strategy="epoch",
+        warmup_epochs=args.warmup_epochs, eval_strategy="epoch", **MIX_CHANGES,
         save_strategy="no", logging_steps=10, report_to="none", seed=seed,
         dataloader_num_workers=args.num_workers,
     )
@@ -326,11 +329,11 @@ def train_timm_peer(args, name, data, data_args, run_dir: Path, seed: int) -> di
     teacher_model.to(device)
     alpha = args.soft_alpha if distillation == "soft" else args.hard_alpha
     task = TokenDistillationTask(
-        model, teacher_model, criterion=torch.nn.CrossEntropyLoss(label_smoothing=data_args.label_smoothing),
+        model, teacher_model, criterion=torch.nn.CrossEntropyLoss(label_smoothing=LABEL_SMOOTHING),
         distill_type=distillation, task_loss_weight=1.0 - alpha, temperature=args.soft_tau, device=device,
         verbose=False,
     )
-    collate = build_collator(data_args, num_classes=len(labels), train=False)  # what the Trainer gets: stack only
+    collate = DeiTCollator()  # what the Trainer gets: stack only
     generator = torch.Generator().manual_seed(seed)
     train_loader = DataLoader(train_dataset, batch_size=args.batch_size, shuffle=True, generator=generator,
                               collate_fn=collate, num_workers=args.num_workers)

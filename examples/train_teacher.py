@@ -28,7 +28,10 @@ from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 from transformers import HfArgumentParser
 
-from hf_deit.data import IMAGENET_MEAN, IMAGENET_STD, DataArguments, build_collator, build_datasets, repeat_aug_sampler
+from hf_deit.data import (
+    IMAGENET_MEAN, IMAGENET_STD, DataArguments, DeiTCollator, MixupArguments, build_datasets, build_mixup, mix_batch,
+    repeat_aug_sampler,
+)
 
 
 @dataclass
@@ -44,6 +47,7 @@ class TeacherArguments:
     weight_decay: float = field(default=0.05, metadata={"help": "AdamW weight decay."})
     warmup_epochs: float = field(default=0.0, metadata={"help": "Linear warm-up length in epochs."})
     drop_path_rate: float | None = field(default=None, metadata={"help": "Stochastic depth (None: timm's default)."})
+    label_smoothing: float = field(default=0.1, metadata={"help": "Label smoothing, folded into the Mixup targets."})
     num_workers: int = field(default=2, metadata={"help": "DataLoader workers per process."})
     seed: int = field(default=0, metadata={"help": "Seed for weights, sampling and augmentation."})
 
@@ -69,7 +73,8 @@ def evaluate(model, loader, accelerator) -> float:
 
 
 def main() -> None:
-    teacher_args, data_args = HfArgumentParser((TeacherArguments, DataArguments)).parse_args_into_dataclasses()
+    parser = HfArgumentParser((TeacherArguments, DataArguments, MixupArguments))
+    teacher_args, data_args, mixup_args = parser.parse_args_into_dataclasses()
     accelerator = Accelerator()
     set_seed(teacher_args.seed)
 
@@ -84,12 +89,13 @@ def main() -> None:
     )
     train_loader = DataLoader(
         train_dataset, batch_size=teacher_args.batch_size, sampler=sampler, drop_last=True,
-        num_workers=teacher_args.num_workers, collate_fn=build_collator(data_args, len(label_names), train=True),
+        num_workers=teacher_args.num_workers, collate_fn=DeiTCollator(),
     )
     eval_loader = DataLoader(
         eval_dataset, batch_size=teacher_args.batch_size, num_workers=teacher_args.num_workers,
-        collate_fn=build_collator(data_args, len(label_names), train=False),
+        collate_fn=DeiTCollator(),
     )
+    mixup = build_mixup(mixup_args, len(label_names), teacher_args.label_smoothing)
     if len(train_loader) == 0:
         raise ValueError(f"fewer training images per process than --batch_size {teacher_args.batch_size}")
 
@@ -116,7 +122,8 @@ def main() -> None:
         sampler.set_epoch(epoch)
         for batch in train_loader:
             pixel_values, labels = batch["pixel_values"].to(accelerator.device), batch["labels"].to(accelerator.device)
-            # labels are class ids, or soft targets (B, C) under Mixup/CutMix/smoothing: cross_entropy takes both.
+            # Mixup/CutMix + label smoothing -> soft targets (B, C), on the device, as DistillationTrainer does.
+            pixel_values, labels = mix_batch(mixup, pixel_values, labels, len(label_names), teacher_args.label_smoothing)
             loss = F.cross_entropy(model(pixel_values), labels)
             accelerator.backward(loss)
             optimizer.step()

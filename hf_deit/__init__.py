@@ -55,7 +55,7 @@ _LAZY = {
     "DataArguments": "data",
     "load_image_dataset": "data",
     "build_datasets": "data",
-    "build_collator": "data",
+    "DeiTCollator": "data",
     "shard_dataset": "data",
     "DistillationLoss": "distillation.losses",
     "load_teacher": "distillation.teacher",
@@ -72,8 +72,10 @@ _LAZY = {
     "model_card_from_trainer": "hub.model_card",
     "push_model_to_hub": "hub.model_card",
     "DeiTTrainingArguments": "distillation.arguments",
+    "ModelArguments": "distillation.arguments",
+    "build_student": "distillation.student",
     "DistillationTrainer": "distillation.trainer",
-    "prepare_student": "distillation.trainer",
+    "prepare_student": "distillation.student",
 }
 
 

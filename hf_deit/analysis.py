@@ -270,7 +270,7 @@ def analyze_cli(
     write the files (default: <model_path>/analysis) and link them from the model's card when it has one."""
     from torch.utils.data import DataLoader
 
-    from .data import DataArguments, build_collator, build_datasets
+    from .data import DataArguments, DeiTCollator, build_datasets
     from .distillation.teacher import load_teacher
 
     model = DeiTForImageClassification.from_pretrained(model_path)
@@ -280,7 +280,7 @@ def analyze_cli(
         dataset_name=data, eval_split=split, image_size=model.config.image_size, max_eval_samples=max_samples
     )
     dataset = build_datasets(data_args, do_train=False).eval_dataset
-    loader = DataLoader(dataset, batch_size=batch_size, collate_fn=build_collator(data_args, model.config.num_labels, train=False))
+    loader = DataLoader(dataset, batch_size=batch_size, collate_fn=DeiTCollator())
     frozen = load_teacher(teacher, num_labels=model.config.num_labels, device=device) if teacher else None
     result = analyze_model(model, loader, teacher=frozen, num_attention_images=num_images)
     output_dir = output_dir or os.path.join(model_path, "analysis")

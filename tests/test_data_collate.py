@@ -16,7 +16,9 @@ from hf_deit.data import (
     IMAGENET_STD,
     DataArguments,
     DeiTCollator,
-    build_collator,
+    MixupArguments,
+    build_mixup,
+    mix_batch,
     build_eval_transform,
     build_train_transform,
 )
@@ -103,9 +105,21 @@ def _examples(batch_size: int, broken: int = 0) -> list[dict]:
     return examples
 
 
+def _mixing_collator(mixup_args, smoothing):
+    """DeiTCollator, then build_mixup + mix_batch as DistillationTrainer applies them in its training step."""
+    mixup = build_mixup(mixup_args, NUM_CLASSES, smoothing)
+
+    def collate(examples):
+        batch = DeiTCollator()(examples)
+        batch["pixel_values"], batch["labels"] = mix_batch(mixup, batch["pixel_values"], batch["labels"], NUM_CLASSES, smoothing)
+        return batch
+
+    return collate
+
+
 @pytest.mark.parametrize("batch_size", [8, 7])
 def test_mixup_cutmix_targets_sum_to_one(batch_size):
-    collator = build_collator(DataArguments(), NUM_CLASSES, train=True)  # mixup 0.8, cutmix 1.0, smoothing 0.1
+    collator = _mixing_collator(MixupArguments(), 0.1)  # mixup 0.8, cutmix 1.0, smoothing 0.1
     np.random.seed(0)  # timm's Mixup draws lambda and mixup-vs-cutmix from numpy
     changed = []
     for _ in range(5):
@@ -122,21 +136,21 @@ def test_mixup_cutmix_targets_sum_to_one(batch_size):
 def test_mixing_off_gives_label_smoothed_one_hot():
     labels = torch.tensor([i % NUM_CLASSES for i in range(6)])
     expected = torch.nn.functional.one_hot(labels, NUM_CLASSES).float() * 0.9 + 0.1 / NUM_CLASSES
-    for collator in (build_collator(DataArguments(mixup=0.0, cutmix=0.0), NUM_CLASSES, train=True),
-                     build_collator(DataArguments(mixup_prob=0.0), NUM_CLASSES, train=True)):
+    for collator in (_mixing_collator(MixupArguments(mixup=0.0, cutmix=0.0), 0.1),
+                     _mixing_collator(MixupArguments(mixup_prob=0.0), 0.1)):
         batch = collator(_examples(6))
         assert torch.allclose(batch["labels"], expected)
         assert torch.equal(batch["pixel_values"], torch.stack([e["pixel_values"] for e in _examples(6)]))
 
 
 def test_eval_collator_keeps_integer_labels_and_drops_broken_examples():
-    batch = build_collator(DataArguments(), NUM_CLASSES, train=False)(_examples(5, broken=2))
+    batch = DeiTCollator()(_examples(5, broken=2))
     assert batch["labels"].tolist() == [2, 3, 4] and batch["labels"].dtype == torch.long
     assert batch["pixel_values"].shape == (3, 3, 8, 8) and set(batch) == {"pixel_values", "labels"}
 
 
 def test_odd_batch_after_dropping_still_mixes_the_even_part():
-    collator = DeiTCollator(NUM_CLASSES, mixup_alpha=0.8, cutmix_alpha=1.0, label_smoothing=0.1)
+    collator = _mixing_collator(MixupArguments(mixup=0.8, cutmix=1.0), 0.1)
     batch = collator(_examples(6, broken=1))  # 5 left: 4 mixed, the 5th keeps its smoothed one-hot
     assert batch["labels"].shape == (5, NUM_CLASSES)
     assert torch.allclose(batch["labels"].sum(dim=1), torch.ones(5))

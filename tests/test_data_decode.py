@@ -17,7 +17,7 @@ from hf_deit.data import (
     BrokenImageError,
     DataArguments,
     TooManyBadImagesError,
-    build_collator,
+    DeiTCollator,
     build_datasets,
     decode_image,
 )
@@ -108,7 +108,7 @@ def _args(root: Path, **overrides) -> DataArguments:
 @pytest.mark.parametrize("streaming", [False, True])
 def test_odd_images_decode_and_broken_ones_are_skipped_and_counted(mixed_folder, imagenet_photos, streaming, caplog):
     num_valid, num_broken = len(odd_valid_images(imagenet_photos[0][0])), len(broken_images(imagenet_photos[0][0]))
-    collator = build_collator(_args(mixed_folder), num_classes=2, train=False)
+    collator = DeiTCollator()
     with caplog.at_level(logging.WARNING, logger="hf_deit.data.decode"):
         data = build_datasets(_args(mixed_folder, streaming=streaming), do_eval=False)
         batches = list(torch.utils.data.DataLoader(data.train_dataset, batch_size=4, collate_fn=collator))
@@ -127,7 +127,7 @@ def test_odd_images_decode_and_broken_ones_are_skipped_and_counted(mixed_folder,
 
 @pytest.mark.parametrize("streaming", [False, True])
 def test_too_many_broken_images_stop_the_run(mixed_folder, streaming):
-    collator = build_collator(_args(mixed_folder), num_classes=2, train=False)
+    collator = DeiTCollator()
     with pytest.raises(TooManyBadImagesError, match="max_bad_fraction"):
         data = build_datasets(_args(mixed_folder, streaming=streaming, max_bad_fraction=0.01), do_eval=False)
         list(torch.utils.data.DataLoader(data.train_dataset, batch_size=4, collate_fn=collator))

@@ -13,7 +13,7 @@ from timm.data import ImageNetInfo
 from transformers import HfArgumentParser, TrainingArguments
 
 from hf_deit.cli import main as cli_main
-from hf_deit.data import DataArguments, build_collator, build_datasets, load_image_dataset, read_class_index
+from hf_deit.data import DataArguments, DeiTCollator, build_datasets, load_image_dataset, read_class_index
 
 SIZE = 32
 IMAGENET_WNIDS = list(ImageNetInfo("imagenet-1k").label_names())
@@ -105,10 +105,10 @@ def test_same_pipeline_for_every_source(sources, source, streaming, tmp_path):
     data = build_datasets(args)
     train, evaluation, names = data
     assert names == ["class_0", "class_1", "class_2"]
-    train_batches = list(torch.utils.data.DataLoader(train, batch_size=4, collate_fn=build_collator(args, 3, True)))
-    eval_batches = list(torch.utils.data.DataLoader(evaluation, batch_size=4, collate_fn=build_collator(args, 3, False)))
+    train_batches = list(torch.utils.data.DataLoader(train, batch_size=4, collate_fn=DeiTCollator()))
+    eval_batches = list(torch.utils.data.DataLoader(evaluation, batch_size=4, collate_fn=DeiTCollator()))
     assert sum(len(b["pixel_values"]) for b in train_batches) == 6  # 6 photos; the 2 broken files skipped
     assert all(b["pixel_values"].shape[1:] == (3, SIZE, SIZE) for b in train_batches + eval_batches)
-    assert all(b["labels"].shape == (len(b["pixel_values"]), 3) for b in train_batches)  # soft targets
+    assert all(b["labels"].shape == (len(b["pixel_values"]),) for b in train_batches)  # mixed in the training step
     assert sorted(torch.cat([b["labels"] for b in eval_batches]).tolist()) == [0, 1]  # photos 6, 7: class_0, class_1
     assert data.bad_images["train"].broken == 2 and data.bad_images["eval"].broken == 0

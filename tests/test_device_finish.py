@@ -12,7 +12,7 @@ import pytest
 import torch
 from PIL import Image
 
-from hf_deit.data import DataArguments, DeviceFinish, build_collator, build_device_finish, build_train_transform
+from hf_deit.data import DataArguments, DeiTCollator, DeviceFinish, build_device_finish, build_train_transform
 from hf_deit.data.transforms import IMAGENET_MEAN, IMAGENET_STD, ToNormalizedTensor
 
 
@@ -78,7 +78,7 @@ def test_trainer_finishes_uint8_batches_like_the_worker_path(tmp_path):
     from hf_deit import DeiTTrainingArguments, DistillationTrainer, load_teacher
     from hf_deit.distillation.trainer import prepare_student
 
-    data_args = DataArguments(image_size=32, reprob=0.5, uint8_batches=True)  # Mixup/CutMix and smoothing on
+    data_args = DataArguments(image_size=32, reprob=0.5, uint8_batches=True)  # Mixup/CutMix, smoothing: args' defaults
     torch.manual_seed(0)
     model = prepare_student("deit_tiny_distilled_patch16_224", num_labels=4, drop_path_rate=0.0, image_size=32,
                             patch_size=8, hidden_size=32, num_hidden_layers=1, num_attention_heads=2)
@@ -98,10 +98,8 @@ def test_trainer_finishes_uint8_batches_like_the_worker_path(tmp_path):
     assert torch.equal(got, expected)
 
 
-def test_the_training_collator_refuses_to_mix_uint8_images():
-    with pytest.raises(ValueError, match="uint8_batches"):
-        build_collator(DataArguments(uint8_batches=True), num_classes=10, train=True)
-    batch = build_collator(DataArguments(uint8_batches=True), num_classes=10, train=False)(
+def test_the_collator_stacks_uint8_images_unmixed():
+    batch = DeiTCollator()(
         [{"pixel_values": torch.zeros(3, 8, 8, dtype=torch.uint8), "labels": 1}] * 2
     )
     assert batch["pixel_values"].dtype == torch.uint8

@@ -39,3 +39,21 @@ def test_two_processes_stay_in_sync_and_split_the_data(tmp_path):
     # the loss parts are logged (averaged over the ranks) in the distributed run too
     logs = [entry for entry in reports[0]["log_history"] if "loss" in entry]
     assert logs and all("distillation_loss" in entry and "base_loss" in entry for entry in logs)
+
+
+def test_repeated_augmentation_gives_each_rank_what_timm_would(tmp_path):
+    """RA through the Trainer's loader: accelerate's own batch sharding of RepeatAugBatchOrder must hand each rank
+    exactly timm's RepeatAugSampler(rank=r) sequence (fails if accelerate shards batches otherwise)."""
+    from hf_deit.data import repeat_aug_sampler
+
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
+    command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29518",
+               str(SCRIPT), str(tmp_path), "--dataset", "map", "--epochs", "1", "--record-ids", "--repeated-aug", "3",
+               "--mixup", "0"]
+    done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-4000:]
+    for rank in (0, 1):
+        ids = json.loads((tmp_path / f"ids_rank{rank}.json").read_text())["ids"][0]
+        expected = repeat_aug_sampler(list(range(16)), 3, num_replicas=2, rank=rank, seed=42)
+        expected.set_epoch(0)
+        assert ids == list(expected), rank

@@ -236,9 +236,9 @@ def test_our_trainer_and_timms_loop_take_the_same_steps(tmp_path):
     args = DeiTTrainingArguments(
         output_dir=str(tmp_path), distillation_type="hard", distillation_alpha=0.5, num_train_epochs=steps,
         per_device_train_batch_size=16, scale_lr=False, learning_rate=lr, weight_decay=10.0, warmup_epochs=1,
-        save_strategy="no", report_to="none", seed=0, disable_tqdm=True,
+        save_strategy="no", report_to="none", seed=0, disable_tqdm=True, mixup=0.0, cutmix=0.0, label_smoothing_factor=0.1,
     )
-    data_args = DataArguments(dataset_name="unused", mixup=0.0, cutmix=0.0, label_smoothing=0.1, repeated_aug=1)
+    data_args = DataArguments(dataset_name="unused", repeated_aug=1)
     trainer = DistillationTrainer(model=ours, args=args, teacher=load_teacher(teacher, num_labels=10, input_size=32),
                                   data_args=data_args, train_dataset=dataset)
     trainer.train()

@@ -66,12 +66,13 @@ def make_cache(folder, path, teacher_module, **kwargs):
 
 def trainer_for(folder, cache_path, tmp_path, distillation_type="hard", mixup=0.8, cutmix=1.0, train_dataset=None):
     data_args = DataArguments(dataset_name=str(folder), image_size=SIZE, auto_augment="none", reprob=0.0, color_jitter=0.0,
-                              repeated_aug=1, mixup=mixup, cutmix=cutmix, validate_images=False)
+                              repeated_aug=1, validate_images=False)
     if train_dataset is None:
         train_dataset = build_datasets(data_args, do_eval=False).train_dataset
     args = DeiTTrainingArguments(output_dir=str(tmp_path / "out"), teacher_cache=str(cache_path), use_cpu=True,
                                  distillation_type=distillation_type, per_device_train_batch_size=8, max_steps=2,
-                                 report_to="none", save_strategy="no", disable_tqdm=True, seed=0, logging_steps=1)
+                                 report_to="none", save_strategy="no", disable_tqdm=True, seed=0, logging_steps=1,
+                                 mixup=mixup, cutmix=cutmix)
     student = prepare_student("deit_tiny_distilled_patch16_224", num_labels=NUM_CLASSES, image_size=SIZE, patch_size=16,
                               hidden_size=32, num_hidden_layers=1, num_attention_heads=2)
     return DistillationTrainer(model=student, args=args, data_args=data_args, train_dataset=train_dataset)

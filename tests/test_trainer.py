@@ -37,7 +37,7 @@ def dataset(n=16, size=32):
 def args(tmp_path, **overrides):
     defaults = dict(output_dir=str(tmp_path), per_device_train_batch_size=4, per_device_eval_batch_size=8, num_train_epochs=2,
                     logging_steps=1, save_strategy="no", report_to="none", disable_tqdm=True, use_cpu=True, seed=0,
-                    warmup_epochs=1)
+                    warmup_epochs=1, mixup=0.0, cutmix=0.0, label_smoothing_factor=0.0)  # no mixing unless a test asks
     return DeiTTrainingArguments(**{**defaults, **overrides})
 
 
@@ -166,16 +166,17 @@ def test_data_args_give_repeated_augmentation_mixup_and_unmixed_eval(tmp_path):
     from hf_deit.data import DataArguments
 
     data_args = DataArguments(image_size=32, repeated_aug=3)
-    trainer = DistillationTrainer(model=student(), args=args(tmp_path, num_train_epochs=1), teacher=teacher_net(),
+    recipe = dict(mixup=0.8, cutmix=1.0, label_smoothing_factor=0.1)  # DeiTTrainingArguments' defaults
+    trainer = DistillationTrainer(model=student(), args=args(tmp_path, num_train_epochs=1, **recipe), teacher=teacher_net(),
                                   data_args=data_args, train_dataset=dataset(n=8), eval_dataset=dataset(n=8))
     seen = []
     original = trainer.loss_fn.forward
     trainer.loss_fn.forward = lambda out, labels, teacher=None: (seen.append(labels), original(out, labels, teacher))[1]
     trainer.train()
-    from timm.data.distributed_sampler import RepeatAugSampler
+    from hf_deit.data import RepeatAugBatchOrder
 
     positional = trainer.get_train_dataloader().batch_sampler.sampler  # keys images by (epoch, position) for seeding
-    assert isinstance(positional.sampler, RepeatAugSampler)
+    assert isinstance(positional.sampler, RepeatAugBatchOrder)
     assert len(seen) == 8 * 3 // 4  # every image 3 times per epoch (hf_deit.data's full-epoch RA)
     assert seen and all(labels.is_floating_point() and labels.shape[1] == C for labels in seen)  # mixed soft targets
     assert trainer.loss_fn.label_smoothing == 0.1

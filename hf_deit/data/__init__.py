@@ -3,11 +3,11 @@ repeated augmentation, rank/worker sharding, and Mixup/CutMix batching. See docs
 
     data_args = DataArguments(dataset_name="../shared/data/imagenet-sample", eval_split="validation")
     train_dataset, eval_dataset, label_names = build_datasets(data_args)
-    collator = build_collator(data_args, num_classes=len(label_names), train=True)
+    collator = DeiTCollator()   # stacks; Mixup/CutMix run in the training step (build_mixup + mix_batch)
 """
 
-from .arguments import DataArguments
-from .collate import DeiTCollator, build_collator, build_mixup, mix_batch
+from .arguments import DataArguments, MixupArguments
+from .collate import DeiTCollator, build_mixup, mix_batch
 from .device_finish import DeviceFinish, build_device_finish
 from .decode import BadImageCounter, BrokenImageError, TooManyBadImagesError, decode_image, to_rgb
 from .loading import (
@@ -20,6 +20,7 @@ from .loading import (
 from .pipeline import (
     DecodeAndTransform,
     PreparedData,
+    RepeatAugBatchOrder,
     build_datasets,
     drop_broken_images,
     prepare_dataset,
@@ -38,8 +39,8 @@ from .transforms import (
 
 __all__ = [
     "DataArguments",
+    "MixupArguments",
     "DeiTCollator",
-    "build_collator",
     "build_mixup",
     "mix_batch",
     "DeviceFinish",
@@ -56,6 +57,7 @@ __all__ = [
     "read_class_index",
     "DecodeAndTransform",
     "PreparedData",
+    "RepeatAugBatchOrder",
     "build_datasets",
     "drop_broken_images",
     "prepare_dataset",

@@ -1,9 +1,12 @@
-"""`DataArguments`: every knob of the data pipeline, with DeiT's defaults, parsed by `transformers.HfArgumentParser`.
+"""`DataArguments`: how the data is loaded and augmented per image, with DeiT's defaults, parsed by
+`transformers.HfArgumentParser`; `MixupArguments`: the batch mixing a training loop applies.
 
 Defaults are the paper's recipe (DeiT Table 9 / its `main.py`): RandomResizedCrop (bicubic), flip, RandAugment
-`rand-m9-mstd0.5-inc1`, random erasing 0.25 (pixel mode), Mixup 0.8, CutMix 1.0, switch probability 0.5, label
-smoothing 0.1, repeated augmentation x3. No field name clashes with `transformers.TrainingArguments`, so both
-dataclasses can be parsed together.
+`rand-m9-mstd0.5-inc1`, random erasing 0.25 (pixel mode), repeated augmentation x3; Mixup 0.8, CutMix 1.0, switch
+probability 0.5. No field name clashes with `transformers.TrainingArguments`, so they can be parsed together.
+Mixup/CutMix are applied in the training step, not by the data pipeline: `hf_deit.DeiTTrainingArguments` inherits
+`MixupArguments` (the trainer owns them, with label smoothing as its `label_smoothing_factor`); a hand-written loop
+(examples/train_teacher.py) parses `MixupArguments` itself and calls `build_mixup` + `mix_batch`.
 """
 
 from __future__ import annotations
@@ -95,13 +98,6 @@ class DataArguments:
             "same distribution but draws from the main process's RNG."
         },
     )
-    # --- batch mixing (timm Mixup) and label smoothing
-    mixup: float = field(default=0.8, metadata={"help": "Mixup alpha (0 disables)."})
-    cutmix: float = field(default=1.0, metadata={"help": "CutMix alpha (0 disables)."})
-    mixup_prob: float = field(default=1.0, metadata={"help": "Probability of mixing a batch."})
-    mixup_switch_prob: float = field(default=0.5, metadata={"help": "Probability of CutMix instead of Mixup when both are on."})
-    mixup_mode: str = field(default="batch", metadata={"help": "Mixup granularity: 'batch', 'pair' or 'elem'."})
-    label_smoothing: float = field(default=0.1, metadata={"help": "Label smoothing folded into the soft targets."})
     # --- sampling
     repeated_aug: int = field(
         default=3,
@@ -141,15 +137,9 @@ class DataArguments:
             raise ValueError(f"interpolation must be one of {INTERPOLATIONS}, got {self.interpolation!r}")
         if self.remode not in ("pixel", "rand", "const"):
             raise ValueError(f"remode must be 'pixel', 'rand' or 'const', got {self.remode!r}")
-        if self.mixup_mode not in ("batch", "pair", "elem"):
-            raise ValueError(f"mixup_mode must be 'batch', 'pair' or 'elem', got {self.mixup_mode!r}")
-        for name in ("hflip", "reprob", "mixup_prob", "mixup_switch_prob", "max_bad_fraction"):
+        for name in ("hflip", "reprob", "max_bad_fraction"):
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise ValueError(f"{name} must be in [0, 1], got {getattr(self, name)}")
-        if not 0.0 <= self.label_smoothing < 1.0:
-            raise ValueError(f"label_smoothing must be in [0, 1), got {self.label_smoothing}")
-        if self.mixup < 0 or self.cutmix < 0:
-            raise ValueError("mixup and cutmix alphas must be >= 0")
         if self.repeated_aug < 1:
             raise ValueError(f"repeated_aug must be >= 1 (1 = off), got {self.repeated_aug}")
         if self.eval_crop_pct is None:
@@ -158,3 +148,27 @@ class DataArguments:
             raise ValueError(f"eval_crop_pct must be in (0, 1], got {self.eval_crop_pct}")
         if self.shuffle_buffer_size < 1:
             raise ValueError("shuffle_buffer_size must be >= 1")
+
+
+@dataclass
+class MixupArguments:
+    """Batch mixing (timm's Mixup/CutMix), applied in the training step (hf_deit.data.collate.mix_batch)."""
+
+    mixup: float = field(default=0.8, metadata={"help": "Mixup alpha (0 disables)."})
+    cutmix: float = field(default=1.0, metadata={"help": "CutMix alpha (0 disables)."})
+    mixup_prob: float = field(default=1.0, metadata={"help": "Probability of mixing a batch."})
+    mixup_switch_prob: float = field(default=0.5, metadata={"help": "Probability of CutMix instead of Mixup when both are on."})
+    mixup_mode: str = field(default="batch", metadata={"help": "Mixup granularity: 'batch', 'pair' or 'elem'."})
+
+    def __post_init__(self) -> None:
+        self.check_mixup()
+
+    def check_mixup(self) -> None:
+        """Refuse out-of-range Mixup settings (also called by DeiTTrainingArguments.__post_init__)."""
+        if self.mixup_mode not in ("batch", "pair", "elem"):
+            raise ValueError(f"mixup_mode must be 'batch', 'pair' or 'elem', got {self.mixup_mode!r}")
+        for name in ("mixup_prob", "mixup_switch_prob"):
+            if not 0.0 <= getattr(self, name) <= 1.0:
+                raise ValueError(f"{name} must be in [0, 1], got {getattr(self, name)}")
+        if self.mixup < 0 or self.cutmix < 0:
+            raise ValueError("mixup and cutmix alphas must be >= 0")

@@ -2,7 +2,8 @@
 
 Map-style (`streaming=False`): a `datasets.Dataset` with an on-the-fly transform (`with_transform`), so each
 access decodes and augments anew. Ranks are split by the sampler: `repeat_aug_sampler` (timm's RepeatAugSampler)
-for repeated augmentation, on one process too (the paper's code silently falls back to a RandomSampler there).
+for repeated augmentation, on one process too (the paper's code silently falls back to a RandomSampler there);
+`RepeatAugBatchOrder` lays those per-rank samplers out for a loader that accelerate shards (the Trainer's).
 
 Streaming: a `datasets.IterableDataset` built only from datasets' own operations, so `state_dict()` /
 `load_state_dict()` and `set_epoch()` keep working:
@@ -20,6 +21,7 @@ from typing import Any, Callable, Iterator
 
 from datasets import Dataset, IterableDataset
 from datasets.distributed import split_dataset_by_node
+from torch.utils.data import Sampler
 from timm.data.distributed_sampler import RepeatAugSampler
 
 from .arguments import DataArguments
@@ -137,6 +139,54 @@ def repeat_aug_sampler(
     return _SeededRepeatAugSampler(
         dataset, num_replicas=num_replicas, rank=rank, shuffle=shuffle, num_repeats=num_repeats, seed=seed, **kwargs
     )
+
+
+class RepeatAugBatchOrder(Sampler):
+    """Repeated augmentation for map-style data behind accelerate's batch sharding: one global index order, the same
+    on every rank, in which rank r's k-th batch is what timm's RepeatAugSampler(rank=r) gives it.
+
+    The Trainer wraps its loader in accelerate's BatchSamplerShard, which (split_batches off) batches the sampler's
+    order and hands global batch g to rank g % world. So the global order interleaves the per-rank sequences of
+    `repeat_aug_sampler` in chunks of `batch_size`: [rank 0 batch 0, rank 1 batch 0, ..., rank 0 batch 1, ...],
+    and the m copies of an image land on different ranks in the same step, as in the paper's sampler. With several
+    ranks, a last partial batch is completed from the start of the rank's own sequence (as accelerate's even_batches
+    does), so that the chunks stay aligned with the ranks; on one process the order is RepeatAugSampler's.
+    """
+
+    def __init__(self, dataset: Any, num_repeats: int, num_replicas: int, batch_size: int, seed: int = 0) -> None:
+        self.samplers = [
+            repeat_aug_sampler(dataset, num_repeats, num_replicas=num_replicas, rank=rank, seed=seed)
+            for rank in range(num_replicas)
+        ]
+        self.batch_size = batch_size
+        self.num_replicas = num_replicas
+
+    @property
+    def num_repeats(self) -> int:
+        return self.samplers[0].num_repeats
+
+    def set_epoch(self, epoch: int) -> None:
+        for sampler in self.samplers:
+            sampler.set_epoch(epoch)
+
+    def _per_rank_length(self) -> int:
+        length = len(self.samplers[0])
+        if self.num_replicas == 1 or length % self.batch_size == 0:
+            return length
+        return length + self.batch_size - length % self.batch_size
+
+    def __iter__(self) -> Iterator[int]:
+        length = self._per_rank_length()
+        per_rank = []
+        for sampler in self.samplers:
+            indices = list(sampler)
+            per_rank.append((indices * (length // len(indices) + 1))[:length])
+        for start in range(0, length, self.batch_size):
+            for indices in per_rank:
+                yield from indices[start : start + self.batch_size]
+
+    def __len__(self) -> int:
+        return self._per_rank_length() * self.num_replicas
 
 
 class _DecodeCheck:

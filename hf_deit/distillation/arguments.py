@@ -1,10 +1,18 @@
-"""DeiTTrainingArguments: `transformers.TrainingArguments` with DeiT's recipe as defaults plus the distillation knobs.
+"""The arguments of a distillation run, one owner per setting (as TRL's trainers):
 
-Parsed together with `hf_deit.data.DataArguments` by `HfArgumentParser` (no field names clash; label smoothing and
-repeated augmentation belong to the data arguments). Defaults follow the paper's recipe (Table 9 / its main.py):
-AdamW (0.9, 0.999, eps 1e-8), lr = 5e-4 x global_batch / 512, weight decay 0.05 (not on norms, biases, position
-embeddings, tokens), cosine schedule with 5 warmup epochs, 300 epochs, drop path 0.1, no gradient clipping,
-hard distillation with alpha 0.5 from a RegNetY-16GF teacher.
+  * `DeiTTrainingArguments`: `transformers.TrainingArguments` with DeiT's recipe as defaults plus everything
+    `DistillationTrainer` reads: distillation loss and teacher, speed knobs, EMA, lr rule and warmup, Mixup/CutMix
+    (inherited from `hf_deit.data.MixupArguments`) and label smoothing (transformers' `label_smoothing_factor`,
+    default 0.1, also spelled `--label_smoothing`).
+  * `ModelArguments`: the student's architecture (preset, overrides, drop path) or a checkpoint to fine-tune.
+  * `hf_deit.data.DataArguments` (not here): how images are loaded and augmented, evaluation preprocessing
+    included, and repeated augmentation (which for a stream is part of the dataset).
+
+The three are parsed together by `HfArgumentParser` (no field names clash). Defaults follow the paper's recipe
+(Table 9 / its main.py): AdamW (0.9, 0.999, eps 1e-8), lr = 5e-4 x global_batch / 512, weight decay 0.05 (not on
+norms, biases, position embeddings, tokens), cosine schedule with 5 warmup epochs, 300 epochs, drop path 0.1, no
+gradient clipping, Mixup 0.8 / CutMix 1.0, label smoothing 0.1, hard distillation with alpha 0.5 from a
+RegNetY-16GF teacher.
 """
 
 from __future__ import annotations
@@ -15,7 +23,8 @@ from dataclasses import dataclass, field
 
 from transformers import TrainingArguments
 
-from ..models.configuration_deit import PRESETS
+from ..data.arguments import MixupArguments
+from ..models.configuration_deit import FUSIONS, PRESETS
 from .fast_paths import SDPA_BACKENDS
 from .losses import DISTILLATION_TYPES
 from .teacher import DEFAULT_TEACHER
@@ -27,7 +36,52 @@ LR_REFERENCE_BATCH = 512
 
 
 @dataclass
-class DeiTTrainingArguments(TrainingArguments):
+class ModelArguments:
+    """The student: a DeiT preset (with overrides) trained from scratch, or a checkpoint to fine-tune.
+    `hf_deit.build_student(model_args, data_args, labels)` builds it."""
+
+    model_name_or_path: str | None = field(
+        default=None,
+        metadata={
+            "help": "Fine-tune this hf_deit checkpoint (folder or Hub id) instead of training --student_preset from "
+            "scratch; heads are re-initialised for a new label set, position embeddings resized to --image_size."
+        },
+    )
+    student_preset: str = field(
+        default="deit_tiny_distilled_patch16_224",
+        metadata={
+            "help": "DeiT architecture to build the student from (a timm DeiT name, see hf_deit.PRESETS). DeiT-Ti "
+            "distilled is the default because it trains on one node in reasonable time; the paper's headline model "
+            "is deit_base_distilled_patch16_224.",
+            "choices": sorted(PRESETS),
+        },
+    )
+    drop_path_rate: float = field(
+        default=0.1, metadata={"help": "Stochastic depth rate of the student (the paper: 0.1, also when fine-tuning)."}
+    )
+    patch_size: int | None = field(default=None, metadata={"help": "Patch side (e.g. 4 for 32 px CIFAR images)."})
+    hidden_size: int | None = field(default=None, metadata={"help": "Override the preset's width (small runs)."})
+    num_hidden_layers: int | None = field(default=None, metadata={"help": "Override the preset's depth."})
+    num_attention_heads: int | None = field(default=None, metadata={"help": "Override the preset's heads."})
+    fusion: str | None = field(
+        default=None,
+        metadata={"help": "How the two heads combine at inference (default: the preset's, mean).", "choices": FUSIONS},
+    )
+
+    def __post_init__(self) -> None:
+        if self.student_preset not in PRESETS:
+            raise ValueError(f"student_preset={self.student_preset!r} is unknown; use one of {sorted(PRESETS)}.")
+        if not 0.0 <= self.drop_path_rate < 1.0:
+            raise ValueError(f"drop_path_rate={self.drop_path_rate} must be in [0, 1).")
+
+    def overrides(self) -> dict:
+        """The architecture fields given (not None), as DeiTConfig keyword arguments."""
+        names = ("patch_size", "hidden_size", "num_hidden_layers", "num_attention_heads", "fusion")
+        return {name: getattr(self, name) for name in names if getattr(self, name) is not None}
+
+
+@dataclass
+class DeiTTrainingArguments(TrainingArguments, MixupArguments):
     # --- distillation
     distillation_type: str = field(
         default="hard",
@@ -91,19 +145,6 @@ class DeiTTrainingArguments(TrainingArguments):
             "choices": list(SDPA_BACKENDS),
         },
     )
-    # --- student
-    student_preset: str = field(
-        default="deit_tiny_distilled_patch16_224",
-        metadata={
-            "help": "DeiT architecture to build the student from (a timm DeiT name, see hf_deit.PRESETS). DeiT-Ti "
-            "distilled is the default because it trains on one node in reasonable time; the paper's headline model "
-            "is deit_base_distilled_patch16_224.",
-            "choices": sorted(PRESETS),
-        },
-    )
-    drop_path_rate: float = field(
-        default=0.1, metadata={"help": "Stochastic depth rate of the student (applied when it is built from a preset)."}
-    )
     model_ema_decay: float | None = field(
         default=None,
         metadata={
@@ -132,6 +173,14 @@ class DeiTTrainingArguments(TrainingArguments):
         },
     )
     # --- TrainingArguments defaults changed to the paper's recipe
+    label_smoothing_factor: float = field(
+        default=0.1,
+        metadata={
+            "help": "Label smoothing of the base (class-token) loss, folded into the Mixup/CutMix soft targets "
+            "(the paper: 0.1).",
+            "aliases": ["--label_smoothing"],
+        },
+    )
     num_train_epochs: float = field(default=300.0, metadata={"help": "Training epochs (the paper: 300)."})
     weight_decay: float = field(
         default=0.05,
@@ -157,10 +206,9 @@ class DeiTTrainingArguments(TrainingArguments):
             raise ValueError(f"distillation_alpha={self.distillation_alpha} must be in [0, 1].")
         if self.distillation_tau <= 0:
             raise ValueError(f"distillation_tau={self.distillation_tau} must be > 0.")
-        if self.student_preset not in PRESETS:
-            raise ValueError(f"student_preset={self.student_preset!r} is unknown; use one of {sorted(PRESETS)}.")
-        if not 0.0 <= self.drop_path_rate < 1.0:
-            raise ValueError(f"drop_path_rate={self.drop_path_rate} must be in [0, 1).")
+        if not 0.0 <= self.label_smoothing_factor < 1.0:
+            raise ValueError(f"label_smoothing_factor={self.label_smoothing_factor} must be in [0, 1).")
+        self.check_mixup()
         if self.model_ema_decay is not None and not 0.0 <= self.model_ema_decay < 1.0:
             raise ValueError(f"model_ema_decay={self.model_ema_decay} must be in [0, 1) (0 or unset = no EMA).")
         if self.warmup_epochs < 0:
@@ -222,4 +270,4 @@ class DeiTTrainingArguments(TrainingArguments):
         return bool(self.model_ema_decay)
 
 
-__all__ = ["DeiTTrainingArguments", "LR_REFERENCE_BATCH"]
+__all__ = ["DeiTTrainingArguments", "ModelArguments", "LR_REFERENCE_BATCH"]

@@ -11,9 +11,13 @@ import json
 import logging
 import os
 import zipfile
+from typing import TYPE_CHECKING
 
 from safetensors import SafetensorError, safe_open
 from transformers.trainer_utils import get_last_checkpoint
+
+if TYPE_CHECKING:
+    import torch
 
 logger = logging.getLogger(__name__)
 
@@ -109,3 +113,25 @@ def check_checkpoint(checkpoint: str, process_index: int = 0, world_size: int = 
 
 
 __all__ = ["CheckpointError", "check_checkpoint", "resolve_resume_checkpoint"]
+
+
+def check_checkpoint_keys(checkpoint: str, model: torch.nn.Module) -> None:
+    """Stop before loading a checkpoint whose weight names differ from the model's (transformers only warns and
+    would resume with the missing weights left at their initial values). Checks safetensors checkpoints (single
+    or sharded); other formats are left to transformers."""
+    single, index = os.path.join(checkpoint, "model.safetensors"), os.path.join(checkpoint, "model.safetensors.index.json")
+    if os.path.isfile(single):
+        with safe_open(single, framework="pt") as f:
+            saved = set(f.keys())
+    elif os.path.isfile(index):
+        with open(index) as f:
+            saved = set(json.load(f)["weight_map"])
+    else:
+        return
+    expected = set(model.state_dict())
+    missing, unexpected = sorted(expected - saved), sorted(saved - expected)
+    if missing or unexpected:
+        raise CheckpointError(
+            f"The checkpoint {checkpoint} does not match the model: missing keys {missing}, unexpected keys "
+            f"{unexpected}. Resume with the same model class and configuration that saved it."
+        )

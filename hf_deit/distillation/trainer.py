@@ -1,18 +1,24 @@
 """DistillationTrainer: transformers' Trainer for DeiT. It routes; `DistillationLoss` computes.
 
-    trainer = DistillationTrainer(model=prepare_student("deit_tiny_distilled_patch16_224", num_labels=10),
+    trainer = DistillationTrainer(model=build_student(model_args, data_args, labels),
                                   args=DeiTTrainingArguments(output_dir="out", teacher_name_or_path="resnet50"),
                                   data_args=data_args, train_dataset=train, eval_dataset=val)
     trainer.train(); trainer.evaluate()   # -> eval_loss, eval_{fused,cls,distillation}_top{1,5}
 
 What it adds to the Trainer, each in one method below:
-  * compute_loss: student forward, frozen teacher forward (same batch, own normalisation, training autocast),
+  * compute_loss: Mixup/CutMix + label smoothing (args), student forward, frozen teacher forward (same batch, own normalisation, training autocast),
     DistillationLoss; NaN/inf stops the run naming the step and the parts; parts are logged (`log`).
   * the teacher (`self.teacher`) is held outside the model: never DDP-wrapped, saved or optimised.
   * optimizer groups: no weight decay on norms, biases, position embeddings and tokens; warmup in epochs.
-  * repeated augmentation (timm RepeatAugSampler) for map-style data; separate eval collator (no Mixup).
+  * repeated augmentation (timm RepeatAugSampler) for map-style data, in a global order that accelerate's own
+    batch sharding hands out rank by rank (hf_deit.data.RepeatAugBatchOrder).
   * per-head top-1/top-5 evaluation, optional EMA weights (timm ModelEmaV3) evaluated alongside.
-  * exact resume for streaming data past the first pass (the Trainer alone restarts the stream).
+  * exact resume for streaming data past the first pass (the Trainer alone restarts the stream), EMA weights and
+    finite-weight checks around checkpoints (callbacks), checkpoint keys checked before loading (train).
+
+Private Trainer methods still overridden (each says which transformers behaviour it replaces;
+tests/test_trainer_hooks.py fails when transformers changes them): `_get_dataloader` (seeded augmentation of
+map-style training data), `_run_epoch` and `_init_training_state` (where a stream's resumed pass starts).
 """
 
 from __future__ import annotations
@@ -20,28 +26,30 @@ from __future__ import annotations
 import json
 import logging
 import os
-from typing import Any
+from typing import Any, Callable
 
 import torch
 import torch.nn.functional as F
 from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 from torch import nn
-from transformers import Trainer, TrainerCallback
+from transformers import Trainer, TrainerCallback, TrainingArguments
 from transformers.optimization import get_scheduler
-from transformers.trainer_utils import has_length
+from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, has_length
 
-from .checkpoints import check_checkpoint, resolve_resume_checkpoint
-from ..models.configuration_deit import PRESETS, DeiTConfig
+from ..data.arguments import DataArguments
+from ..data.collate import DeiTCollator, build_mixup, mix_batch
+from ..data.device_finish import build_device_finish
+from ..models.configuration_deit import DeiTConfig
 from ..models.image_processing import image_processor_for
+from ..models.modeling_deit import DeiTForImageClassification
+from .arguments import DeiTTrainingArguments
+from .checkpoints import check_checkpoint, check_checkpoint_keys, resolve_resume_checkpoint
+from .fast_paths import prepare_teacher, run_teacher, sdpa_context
 from .losses import DistillationLoss, soft_target_cross_entropy
 from .metrics import compute_topk_metrics, topk_predictions
-from ..data.collate import mix_batch
-from ..data.device_finish import build_device_finish
-from .fast_paths import prepare_teacher, run_teacher, sdpa_context
-from ..models.modeling_deit import DeiTForImageClassification
+from .student import prepare_student
 from .teacher import FrozenTeacher, load_teacher
 from .teacher_cache import CachedTeacher, LambdaRecordingMixup, MixRecord, StaleTeacherCacheError
-from .arguments import DeiTTrainingArguments
 
 logger = logging.getLogger(__name__)
 
@@ -49,37 +57,6 @@ logger = logging.getLogger(__name__)
 NO_WEIGHT_DECAY = ("position_embeddings", "cls_token", "distillation_token")
 STREAM_STATE_NAME = "stream_state.json"  # written next to each checkpoint for streaming datasets
 EMA_WEIGHTS_NAME = "model_ema.safetensors"
-
-
-def prepare_student(
-    name_or_path: str = "deit_tiny_distilled_patch16_224",
-    *,
-    num_labels: int | None = None,
-    id2label: dict[int, str] | None = None,
-    image_size: int | None = None,
-    drop_path_rate: float = 0.1,
-    **config_overrides: Any,
-) -> DeiTForImageClassification:
-    """The student: a fresh model from a DeiT preset, or a checkpoint (hf_deit directory or Hub id) to fine-tune.
-
-    `num_labels`/`id2label`: the label set; a checkpoint trained on another one gets freshly initialised heads.
-    `image_size`: fine-tune at a new resolution (e.g. 224 -> 384 as the paper); the position embeddings are
-        resized bicubically once here, like timm's `resample_abs_pos_embed`.
-    `drop_path_rate`: stochastic depth of the student (the paper: 0.1; fine-tuning at 384 also uses 0.1).
-    """
-    labels = {"id2label": id2label} if id2label is not None else {}
-    if num_labels is not None and not labels:
-        labels = {"num_labels": num_labels}
-    if name_or_path in PRESETS:
-        config = DeiTConfig.from_preset(name_or_path, drop_path_rate=drop_path_rate, **labels, **config_overrides)
-        model = DeiTForImageClassification(config)
-    else:
-        model = DeiTForImageClassification.from_pretrained(
-            name_or_path, drop_path_rate=drop_path_rate, ignore_mismatched_sizes=bool(labels), **labels, **config_overrides
-        )
-    if image_size is not None and image_size != model.config.image_size:
-        model.resize_position_embeddings(image_size)
-    return model
 
 
 class _EmaCallback(TrainerCallback):
@@ -92,6 +69,63 @@ class _EmaCallback(TrainerCallback):
         self.trainer.model_ema.update(self.trainer.model, step=state.global_step)
 
 
+class _CheckpointCallback(TrainerCallback):
+    """Around each checkpoint: the weights are checked finite before transformers writes it (a NaN checkpoint would
+    also become the one `True` resumes from), and the EMA weights and a stream's position are written into it."""
+
+    def __init__(self, trainer: DistillationTrainer) -> None:
+        self.trainer = trainer
+
+    def on_step_end(self, args, state, control, **kwargs):
+        # Runs after DefaultFlowCallback decided on saving, before the Trainer saves.
+        if control.should_save:
+            self.trainer.check_finite_weights(f"checkpoint-{state.global_step} was")
+
+    on_epoch_end = on_step_end  # save_strategy="epoch" decides here
+
+    def on_save(self, args, state, control, **kwargs):
+        if args.should_save:
+            self.trainer.save_extra_state(os.path.join(args.output_dir, f"{PREFIX_CHECKPOINT_DIR}-{state.global_step}"))
+
+
+def _checked_arguments(model: nn.Module | None, args: TrainingArguments | None) -> DeiTTrainingArguments:
+    """The trainer's arguments (DeiT's defaults when None), refused when they or the model cannot be trained here."""
+    if args is None:
+        args = DeiTTrainingArguments(output_dir="tmp_trainer")
+    if not isinstance(args, DeiTTrainingArguments):
+        raise TypeError(
+            f"DistillationTrainer needs DeiTTrainingArguments, got {type(args).__name__}: build the arguments with "
+            "hf_deit.DeiTTrainingArguments (it adds the distillation fields and DeiT's defaults)."
+        )
+    if model is None:
+        raise ValueError("DistillationTrainer needs a model: e.g. build_student(model_args, data_args, labels).")
+    if getattr(model.config, "problem_type", None) in ("regression", "multi_label_classification"):
+        raise ValueError(
+            f"DistillationTrainer trains single-label classifiers; this model has problem_type="
+            f"{model.config.problem_type!r}. Train it with transformers.Trainer: the model's own loss follows "
+            "problem_type (docs/method.md)."
+        )
+    if args.ddp_find_unused_parameters is None and isinstance(model, DeiTForImageClassification):
+        # Every parameter of a DeiT student takes part in every loss (both heads; drop path scales branches
+        # instead of skipping them), so DDP need not search for unused ones: with the Trainer's default (search)
+        # every rank warns that it found none, and pays a graph traversal each step.
+        args.ddp_find_unused_parameters = False
+    return args
+
+
+def _check_preprocessing(config: Any, data_args: DataArguments) -> None:
+    """The image processor saved with the model is built from its config; warn when that config would preprocess
+    otherwise than the evaluation transform of `data_args` (which owns it; `build_student` copies it over)."""
+    ours = (getattr(config, "image_size", None), getattr(config, "crop_pct", None))
+    theirs = (data_args.image_size, data_args.eval_crop_pct)
+    if isinstance(config, DeiTConfig) and ours != theirs:
+        logger.warning(
+            "The student's config has image_size, crop_pct = %s but the data arguments evaluate at %s: the saved "
+            "image processor will preprocess otherwise than evaluation did. Build the student with "
+            "hf_deit.build_student(model_args, data_args, labels).", ours, theirs,
+        )
+
+
 class DistillationTrainer(Trainer):
     """`transformers.Trainer` that distils a DeiT student from a frozen teacher (Touvron et al. 2021).
 
@@ -99,9 +133,9 @@ class DistillationTrainer(Trainer):
         teacher: None (load `args.teacher_cache` if set, else `args.teacher_name_or_path`), an `nn.Module`, a
             `FrozenTeacher` from `load_teacher`, or a `CachedTeacher` (hf_deit.distillation.teacher_cache: the teacher's stored
             dense label maps, pooled over each crop). Unused with `args.distillation_type == "none"`.
-        data_args: `hf_deit.data.DataArguments`; gives label smoothing, repeated augmentation and, unless
-            collators are passed, the train (Mixup/CutMix) and eval collators.
-        eval_data_collator: collator for evaluation/prediction (default: the training one when no data_args).
+        data_args: `hf_deit.data.DataArguments`; gives repeated augmentation, the device-side finishing of uint8
+            batches and, unless a collator is passed, `DeiTCollator` (stacks; Mixup/CutMix and label smoothing
+            come from `args` and are applied in the training step).
 
     `processing_class` defaults to the student's image processor (so saved directories work with `pipeline`),
     `compute_metrics` to per-head top-1/top-5 and `preprocess_logits_for_metrics` to a per-batch top-5 reduction.
@@ -112,44 +146,17 @@ class DistillationTrainer(Trainer):
         model: nn.Module | None = None,
         args: DeiTTrainingArguments | None = None,
         teacher: nn.Module | str | None = None,
-        data_args: Any = None,
-        data_collator: Any = None,
-        eval_data_collator: Any = None,
+        data_args: DataArguments | None = None,
+        data_collator: Callable | None = None,
         processing_class: Any = None,
-        compute_metrics: Any = None,
-        preprocess_logits_for_metrics: Any = None,
+        compute_metrics: Callable | None = None,
+        preprocess_logits_for_metrics: Callable | None = None,
         **kwargs: Any,
     ) -> None:
-        if args is None:
-            args = DeiTTrainingArguments(output_dir="tmp_trainer")
-        if not isinstance(args, DeiTTrainingArguments):
-            raise TypeError(
-                f"DistillationTrainer needs DeiTTrainingArguments, got {type(args).__name__}: build the arguments with "
-                "hf_deit.DeiTTrainingArguments (it adds the distillation fields and DeiT's defaults)."
-            )
-        if model is None:
-            raise ValueError("DistillationTrainer needs a model: e.g. prepare_student(args.student_preset, num_labels=...).")
-        num_labels = model.config.num_labels
-        if getattr(model.config, "problem_type", None) in ("regression", "multi_label_classification"):
-            raise ValueError(
-                f"DistillationTrainer trains single-label classifiers; this model has problem_type="
-                f"{model.config.problem_type!r}. Train it with transformers.Trainer: the model's own loss follows "
-                "problem_type (docs/method.md)."
-            )
-        mixup = None
+        args = _checked_arguments(model, args)
         if data_args is not None:
-            from ..data import build_collator, build_mixup
-
-            # Batches are stacked with integer labels and mixed on the device in compute_loss (see _mix); a
-            # collator that already gives soft labels (batch, classes) is left alone.
-            data_collator = data_collator or build_collator(data_args, num_classes=num_labels, train=False)
-            mixup = build_mixup(data_args, num_labels)
-            eval_data_collator = eval_data_collator or build_collator(data_args, num_classes=num_labels, train=False)
-        if args.ddp_find_unused_parameters is None and isinstance(model, DeiTForImageClassification):
-            # Every parameter of a DeiT student takes part in every loss (both heads; drop path scales branches
-            # instead of skipping them), so DDP need not search for unused ones: with the Trainer's default (search)
-            # every rank warns that it found none, and pays a graph traversal each step.
-            args.ddp_find_unused_parameters = False
+            data_collator = data_collator or DeiTCollator()
+            _check_preprocessing(model.config, data_args)
         if processing_class is None and isinstance(model.config, DeiTConfig):
             processing_class = image_processor_for(model.config)
         if compute_metrics is None:
@@ -169,12 +176,11 @@ class DistillationTrainer(Trainer):
         self.model_accepts_loss_kwargs = False
         self.loss_is_scaled_for_ga = False
         self.data_args = data_args
-        self.eval_data_collator = eval_data_collator
-        self.mixup = mixup
         self.loss_fn = DistillationLoss(
-            args.distillation_type, args.distillation_alpha, args.distillation_tau, self._label_smoothing()
+            args.distillation_type, args.distillation_alpha, args.distillation_tau, args.label_smoothing_factor
         )
         self.teacher = self._resolve_teacher(teacher)
+        self.mixup = build_mixup(args, model.config.num_labels, args.label_smoothing_factor)
         if isinstance(self.teacher, CachedTeacher) and self.mixup is not None:
             self.mixup = LambdaRecordingMixup.wrap(self.mixup)  # cached logits are mixed with the images' lambda
         self.device_finish = build_device_finish(data_args)  # used on uint8 batches only (--uint8_batches)
@@ -184,25 +190,14 @@ class DistillationTrainer(Trainer):
 
             self.model_ema = ModelEmaV3(self.model, decay=args.model_ema_decay)
             self.add_callback(_EmaCallback(self))
+        self.add_callback(_CheckpointCallback(self))
         self._loss_sums: dict[str, torch.Tensor] = {}
         self._loss_batches = 0
         self._epoch = 0  # the Trainer's epoch (= pass over a stream) and batches consumed in it, for resume
         self._batches_in_epoch = 0
         self._steps_per_epoch: int | None = None
 
-    # --- set-up -----------------------------------------------------------------------------------------------
-    def _label_smoothing(self) -> float:
-        """Smoothing for integer labels: the data arguments own it; TrainingArguments' factor when there are none."""
-        factor = self.args.label_smoothing_factor
-        if self.data_args is None:
-            return factor
-        if factor and factor != self.data_args.label_smoothing:
-            raise ValueError(
-                f"label_smoothing_factor={factor} (training arguments) and label_smoothing="
-                f"{self.data_args.label_smoothing} (data arguments) disagree: set --label_smoothing only."
-            )
-        return self.data_args.label_smoothing
-
+    # --- set-up -------------------------------------------------------------------------------------------------
     def _resolve_teacher(self, teacher: nn.Module | str | None) -> FrozenTeacher | CachedTeacher | None:
         if self.args.distillation_type == "none":
             if teacher is not None:
@@ -338,11 +333,6 @@ class DistillationTrainer(Trainer):
             if param.ndim > 1 and name.rsplit(".", 1)[-1] not in NO_WEIGHT_DECAY
         ]
 
-    def set_initial_training_values(self, args, dataloader):
-        values = super().set_initial_training_values(args, dataloader)
-        self._steps_per_epoch = values[1] if has_length(dataloader) else None
-        return values
-
     def warmup_steps(self, num_training_steps: int) -> int:
         """`warmup_steps` when set, else `warmup_epochs` in optimizer steps."""
         if self.args.warmup_steps > 0 or self.args.warmup_epochs == 0:
@@ -366,58 +356,55 @@ class DistillationTrainer(Trainer):
         return self.lr_scheduler
 
     # --- data -------------------------------------------------------------------------------------------------
-    def _get_train_sampler(self, train_dataset=None):
-        dataset = train_dataset if train_dataset is not None else self.train_dataset
-        repeats = getattr(self.data_args, "repeated_aug", 1)
-        if repeats > 1 and dataset is not None and has_length(dataset):
-            from ..data import repeat_aug_sampler
-
-            return repeat_aug_sampler(
-                dataset,
-                num_repeats=repeats,
-                num_replicas=self.args.world_size,
-                rank=self.args.process_index,
-                seed=self.args.seed,
-            )
-        return super()._get_train_sampler(train_dataset)
-
     def get_train_dataloader(self):
         dataloader = super().get_train_dataloader()
-        # RepeatAugSampler already gives each rank its own indices; accelerate's BatchSamplerShard would split
-        # them again (each rank would see 1/world of its share): make that wrapper a pass-through.
-        shard = getattr(dataloader, "batch_sampler", None)
-        inner = getattr(getattr(shard, "batch_sampler", None), "sampler", None)
-        inner = getattr(inner, "sampler", inner)  # inside the PositionalSampler
-        if self.args.world_size > 1 and hasattr(shard, "num_processes") and hasattr(inner, "num_repeats"):
-            shard.num_processes, shard.process_index = 1, 0
+        # Optimizer steps per epoch, as the Trainer counts them, for warmup_epochs (create_scheduler comes later).
+        if has_length(dataloader):
+            accumulation = self.args.gradient_accumulation_steps
+            self._steps_per_epoch = max(len(dataloader) // accumulation + int(len(dataloader) % accumulation > 0), 1)
+        else:
+            self._steps_per_epoch = None
         return dataloader
 
     def _get_dataloader(self, dataset, description, batch_size, sampler_fn=None, is_training=False, dataloader_key=None):
+        # Private override (transformers' `Trainer._get_dataloader(dataset, description, batch_size, sampler_fn,
+        # is_training, dataloader_key)`, which builds every loader and passes it to accelerator.prepare): it
+        # replaces nothing of transformers' loader, only the dataset and sampler it is given: map-style training
+        # data read with (epoch, position) keys, and the repeated-augmentation order. No public hook passes the
+        # sampler's keys to the dataset. tests/test_trainer_hooks.py checks the signature and that the Trainer
+        # still builds the training loader through it.
         if is_training and has_length(dataset) and not isinstance(dataset, torch.utils.data.IterableDataset):
-            # Replaces nothing of transformers' loader: only the dataset and sampler it is given (see below).
             dataset, sampler_fn = self._seeded_training_data(dataset, sampler_fn)
-        if is_training or self.eval_data_collator is None:
-            return super()._get_dataloader(dataset, description, batch_size, sampler_fn, is_training, dataloader_key)
-        # Evaluation batches must not be mixed: swap in the eval collator while this dataloader is built.
-        train_collator, self.data_collator = self.data_collator, self.eval_data_collator
-        try:
-            return super()._get_dataloader(dataset, description, batch_size, sampler_fn, is_training, dataloader_key)
-        finally:
-            self.data_collator = train_collator
+        return super()._get_dataloader(dataset, description, batch_size, sampler_fn, is_training, dataloader_key)
+
+    def _training_sampler(self, dataset, sampler_fn):
+        """Repeated augmentation (`data_args.repeated_aug` > 1): timm's RepeatAugSampler per rank, laid out in the
+        global order that accelerate's batch sharding hands out rank by rank; else the Trainer's sampler."""
+        from torch.utils.data import SequentialSampler
+
+        repeats = self.data_args.repeated_aug if self.data_args is not None else 1
+        if repeats > 1:
+            from ..data import RepeatAugBatchOrder
+
+            return RepeatAugBatchOrder(
+                dataset, num_repeats=repeats, num_replicas=self.args.world_size,
+                batch_size=self._train_batch_size, seed=self.args.seed,
+            )
+        return sampler_fn(dataset) if sampler_fn is not None else SequentialSampler(dataset)
 
     def _seeded_training_data(self, dataset, sampler_fn):
         """Map-style training data read with (epoch, position) keys, so that each image is augmented under its own
         seed: a resumed run skips the trained batches without loading them, and its images must still be augmented
         as in the uninterrupted run (see hf_deit/data/seeding.py)."""
         from accelerate.data_loader import SeedableRandomSampler
-        from torch.utils.data import RandomSampler, SequentialSampler
+        from torch.utils.data import RandomSampler
 
         from ..data.seeding import PositionalSampler, SeededAugmentation
 
         seed = self.args.data_seed if self.args.data_seed is not None else self.args.seed
 
         def positional_sampler(wrapped: SeededAugmentation) -> PositionalSampler:
-            sampler = sampler_fn(wrapped.dataset) if sampler_fn is not None else SequentialSampler(wrapped.dataset)
+            sampler = self._training_sampler(wrapped.dataset, sampler_fn)
             if type(sampler) is RandomSampler:
                 # accelerate swaps a plain RandomSampler for its epoch-seeded one, which it no longer sees inside
                 # the wrapper: do the same here, or a resumed epoch would be shuffled differently.
@@ -431,17 +418,23 @@ class DistillationTrainer(Trainer):
 
     # --- checkpoints and exact resume -------------------------------------------------------------------------
     def _run_epoch(self, **kwargs):
+        # Private override (transformers' `Trainer._run_epoch(**kwargs)`, called once per epoch by
+        # `_inner_training_loop` with `epoch`, `epochs_trained`, `resume_from_checkpoint` and
+        # `steps_trained_in_current_epoch`): records which pass over a stream this is and how many of its batches
+        # were trained, for the stream state saved with each checkpoint. on_epoch_begin gets none of these.
         resuming_here = kwargs["resume_from_checkpoint"] is not None and kwargs["epoch"] == kwargs["epochs_trained"]
         self._epoch = kwargs["epoch"]
         self._batches_in_epoch = kwargs["steps_trained_in_current_epoch"] if resuming_here else 0
         return super()._run_epoch(**kwargs)
 
     def _init_training_state(self, max_steps, num_update_steps_per_epoch, num_train_epochs, resume_from_checkpoint, trial):
+        # Private override (transformers' `Trainer._init_training_state`, which returns (epochs_trained,
+        # steps_trained_in_current_epoch) computed from global_step and the epoch length): a stream has no length,
+        # so the Trainer counts every step as epoch 0 and would replay the whole run from a fresh first pass. Our
+        # checkpoint says which pass it was in and how far: resume there. No public hook sets where training starts.
         epochs, batches = super()._init_training_state(
             max_steps, num_update_steps_per_epoch, num_train_epochs, resume_from_checkpoint, trial
         )
-        # A stream has no length, so the Trainer counts every step as epoch 0 and would replay the whole run from
-        # a fresh first pass. Our checkpoint says which pass it was in and how far: resume there.
         if resume_from_checkpoint is not None and not has_length(self.train_dataset) and not self.args.ignore_data_skip:
             path = os.path.join(resume_from_checkpoint, STREAM_STATE_NAME)
             if os.path.isfile(path):
@@ -453,17 +446,28 @@ class DistillationTrainer(Trainer):
 
     def train(self, resume_from_checkpoint: str | bool | None = None, trial=None, ignore_keys_for_eval=None, **kwargs):
         """`Trainer.train`, with `resume_from_checkpoint` also taking "True"/"False" as a command line gives them, and
-        a checkpoint checked before anything is loaded (hf_deit.distillation.checkpoints: missing optimizer/scheduler state or a
-        corrupt file stop the run; a missing RNG state warns that the resume is no longer exact)."""
+        a checkpoint checked before anything is loaded (hf_deit.distillation.checkpoints: missing optimizer/scheduler
+        state, a corrupt file or weights that do not match the model stop the run; a missing RNG state warns that the
+        resume is no longer exact). The checkpoint's EMA weights are loaded here too."""
         checkpoint = resolve_resume_checkpoint(resume_from_checkpoint, self.args.output_dir)
-        # DeepSpeed and FSDP write their optimizer state in their own layouts, which they check themselves.
+        # DeepSpeed and FSDP write their optimizer state and weights in their own layouts, which they check themselves.
         if checkpoint is not None and not (self.is_deepspeed_enabled or self.is_fsdp_enabled):
             check_checkpoint(checkpoint, self.args.process_index, self.args.world_size)
+            check_checkpoint_keys(checkpoint, self.model)
+        if checkpoint is not None:
+            self._load_ema(checkpoint)
         return super().train(
             resume_from_checkpoint=checkpoint, trial=trial, ignore_keys_for_eval=ignore_keys_for_eval, **kwargs
         )
 
-    def _check_finite_weights(self, what: str) -> None:
+    def _load_ema(self, checkpoint: str) -> None:
+        path = os.path.join(checkpoint, EMA_WEIGHTS_NAME)
+        if self.model_ema is not None and os.path.isfile(path):
+            from safetensors.torch import load_file
+
+            self.model_ema.module.load_state_dict(load_file(path, device=str(self.args.device)))
+
+    def check_finite_weights(self, what: str) -> None:
         """A checkpoint or final model with NaN/inf weights is worse than none: stop before writing it."""
         for name, param in self.model.named_parameters():
             if not torch.isfinite(param).all():
@@ -475,40 +479,19 @@ class DistillationTrainer(Trainer):
 
     def save_model(self, output_dir: str | None = None, _internal_call: bool = False) -> None:
         # transformers saves whatever the weights hold; a diverged step would be published as the result.
-        self._check_finite_weights("the model was")
+        self.check_finite_weights("the model was")
         super().save_model(output_dir, _internal_call)
 
-    def _save_checkpoint(self, model, trial):
-        # Before transformers writes anything: a NaN checkpoint would also become the one `True` resumes from.
-        self._check_finite_weights(f"checkpoint-{self.state.global_step} was")
-        super()._save_checkpoint(model, trial)
-        if not self.args.should_save:
-            return
-        output_dir = os.path.join(self._get_output_dir(trial=trial), f"checkpoint-{self.state.global_step}")
+    def save_extra_state(self, checkpoint_dir: str) -> None:
+        """What a checkpoint needs besides transformers' files: a stream's position and the EMA weights."""
         if not has_length(self.train_dataset):
-            with open(os.path.join(output_dir, STREAM_STATE_NAME), "w") as f:
+            with open(os.path.join(checkpoint_dir, STREAM_STATE_NAME), "w") as f:
                 json.dump({"epoch": self._epoch, "batches_in_epoch": self._batches_in_epoch}, f)
         if self.model_ema is not None:
             from safetensors.torch import save_file
 
             state = {k: v.contiguous() for k, v in self.model_ema.module.state_dict().items()}
-            save_file(state, os.path.join(output_dir, EMA_WEIGHTS_NAME))
-
-    def _load_from_checkpoint(self, resume_from_checkpoint, model=None):
-        super()._load_from_checkpoint(resume_from_checkpoint, model)
-        path = os.path.join(resume_from_checkpoint, EMA_WEIGHTS_NAME)
-        if self.model_ema is not None and os.path.isfile(path):
-            from safetensors.torch import load_file
-
-            self.model_ema.module.load_state_dict(load_file(path, device=str(self.args.device)))
-
-    def _issue_warnings_after_load(self, load_result):
-        # The Trainer only warns; a resumed run silently keeping initial weights is worse than stopping.
-        if load_result.missing_keys or load_result.unexpected_keys:
-            raise RuntimeError(
-                f"The checkpoint does not match the model: missing keys {load_result.missing_keys}, unexpected keys "
-                f"{load_result.unexpected_keys}. Resume with the same model class and configuration that saved it."
-            )
+            save_file(state, os.path.join(checkpoint_dir, EMA_WEIGHTS_NAME))
 
     # --- evaluation and publishing ----------------------------------------------------------------------------
     def evaluate(self, eval_dataset=None, ignore_keys=None, metric_key_prefix: str = "eval") -> dict[str, float]:
@@ -540,4 +523,4 @@ class DistillationTrainer(Trainer):
         model_card_from_trainer(self).save(os.path.join(self.args.output_dir, "README.md"))
 
 
-__all__ = ["DistillationTrainer", "prepare_student", "NO_WEIGHT_DECAY"]
+__all__ = ["DistillationTrainer", "prepare_student", "NO_WEIGHT_DECAY"]  # prepare_student: hf_deit.distillation.student

@@ -90,6 +90,7 @@ def main() -> None:
     parser.add_argument("--epochs", type=float, default=None)
     parser.add_argument("--mixup", type=float, default=0.8)
     parser.add_argument("--drop-path", type=float, default=0.1)
+    parser.add_argument("--repeated-aug", type=int, default=1)
     parser.add_argument("--teacher-cache", action="store_true", help="a CachedTeacher (random 2x2 label maps) "
                         "instead of the live teacher; examples carry example_index, crop_box and crop_flip")
     cli = parser.parse_args()
@@ -98,7 +99,7 @@ def main() -> None:
     from transformers import TrainerCallback
 
     from hf_deit import DeiTTrainingArguments, DistillationTrainer
-    from hf_deit.data import DataArguments, build_collator
+    from hf_deit.data import DataArguments, DeiTCollator
     from hf_deit.distillation.trainer import prepare_student
 
     distributed = int(os.environ.get("WORLD_SIZE", "1")) > 1
@@ -118,6 +119,8 @@ def main() -> None:
         seed=42,
         ddp_backend="gloo" if distributed else None,
         accelerator_config={"dispatch_batches": False},
+        mixup=cli.mixup,
+        cutmix=1.0 if cli.mixup else 0.0,
     )
     from transformers import set_seed
 
@@ -126,8 +129,8 @@ def main() -> None:
         "deit_tiny_distilled_patch16_224", num_labels=NUM_LABELS, image_size=32, patch_size=8, hidden_size=32,
         num_hidden_layers=1, num_attention_heads=2, drop_path_rate=cli.drop_path,
     )
-    data_args = DataArguments(image_size=32, repeated_aug=1, mixup=cli.mixup, cutmix=1.0 if cli.mixup else 0.0)
-    collator = IdRecordingCollator(build_collator(data_args, num_classes=NUM_LABELS, train=False))
+    data_args = DataArguments(image_size=32, repeated_aug=cli.repeated_aug)
+    collator = IdRecordingCollator(DeiTCollator())
 
     callbacks = []
     if cli.kill_at_step is not None:

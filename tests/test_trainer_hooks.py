@@ -1,0 +1,55 @@
+"""The transformers internals DistillationTrainer still relies on, and the order it hands to accelerate.
+
+Each private Trainer method we override is checked here for the signature we call and for the place transformers
+calls it from; a transformers release that renames or stops calling one fails these tests instead of silently
+dropping the behaviour (seeded augmentation, a stream's exact resume)."""
+
+import inspect
+
+from accelerate.data_loader import BatchSamplerShard
+from torch.utils.data import BatchSampler
+from transformers import Trainer
+
+from hf_deit.data import RepeatAugBatchOrder, repeat_aug_sampler
+
+
+def _parameters(method):
+    return list(inspect.signature(method).parameters)
+
+
+def test_private_trainer_methods_we_override_keep_their_signatures():
+    assert _parameters(Trainer._get_dataloader) == [
+        "self", "dataset", "description", "batch_size", "sampler_fn", "is_training", "dataloader_key"
+    ]
+    assert _parameters(Trainer._init_training_state) == [
+        "self", "max_steps", "num_update_steps_per_epoch", "num_train_epochs", "resume_from_checkpoint", "trial"
+    ]
+    loop = inspect.getsource(Trainer._inner_training_loop)
+    for name in ("epoch=", "epochs_trained=", "resume_from_checkpoint=", "steps_trained_in_current_epoch="):
+        assert name in loop[loop.index("self._run_epoch("):], name  # _run_epoch reads these keyword arguments
+
+
+def test_private_trainer_methods_we_override_are_still_called_where_we_rely_on_them():
+    loop = inspect.getsource(Trainer._inner_training_loop)
+    assert "self.get_train_dataloader()" in loop and "self._init_training_state(" in loop and "self._run_epoch(" in loop
+    assert loop.index("self.get_train_dataloader()") < loop.index("self._prepare_for_training(")  # before the scheduler
+    assert "self._get_dataloader(" in inspect.getsource(Trainer.get_train_dataloader)
+    assert "on_save" in inspect.getsource(Trainer._maybe_log_save_evaluate)  # EMA and stream state are written then
+
+
+def test_accelerate_batch_sharding_of_the_global_order_gives_timms_per_rank_sequences():
+    """10 images x 3 repeats over 2 ranks: 15 per rank, batches of 4 (the last completed from the rank's start)."""
+    order = RepeatAugBatchOrder(list(range(10)), num_repeats=3, num_replicas=2, batch_size=4, seed=7)
+    order.set_epoch(2)
+    for rank in range(2):
+        shard = BatchSamplerShard(BatchSampler(order, 4, drop_last=False), num_processes=2, process_index=rank)
+        got = [index for batch in shard for index in batch]
+        expected = repeat_aug_sampler(list(range(10)), 3, num_replicas=2, rank=rank, seed=7)
+        expected.set_epoch(2)
+        expected = list(expected)
+        assert len(got) == 16 and got[:15] == expected and got[15] == expected[0]
+
+
+def test_one_process_order_is_timms():
+    order = RepeatAugBatchOrder(list(range(10)), num_repeats=3, num_replicas=1, batch_size=4, seed=0)
+    assert list(order) == list(repeat_aug_sampler(list(range(10)), 3, seed=0)) and len(order) == 30
