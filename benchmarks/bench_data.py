@@ -149,13 +149,13 @@ def main() -> None:
         variants = {
             "baseline (ImageFolder)": (baseline_dataset(args.data, args.num_images, args.image_size), None),
             "ours, map-style folder": (build_datasets(ours_args(args.data, args.num_images, args.image_size, False, tmp),
-                                                      do_eval=False).train_dataset, DeiTCollator(1000)),
+                                                      do_eval=False).train_dataset, DeiTCollator()),
             "ours, streaming parquet": (build_datasets(ours_args(shards, args.num_images, args.image_size, True, tmp),
-                                                       do_eval=False).train_dataset, DeiTCollator(1000)),
+                                                       do_eval=False).train_dataset, DeiTCollator()),
             # --uint8_batches: workers stop before ToTensor/Normalize/erasing; the step finishes (time printed below)
             "ours, map-style, uint8": (build_datasets(ours_args(args.data, args.num_images, args.image_size, False, tmp,
                                                                 uint8_batches=True), do_eval=False).train_dataset,
-                                       DeiTCollator(1000)),
+                                       DeiTCollator()),
         }
         print(f"{args.num_images} images from {args.data}, {args.image_size}px DeiT train transform, "
               f"batch {args.batch_size}, {args.repeats} rounds of interleaved passes, torch {torch.__version__}, "

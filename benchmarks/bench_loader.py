@@ -56,7 +56,7 @@ def loader_rate(dataset, workers: int, batch_size: int, device: torch.device, fi
     from hf_deit.data import DeiTCollator
 
     loader = torch.utils.data.DataLoader(dataset, batch_size=batch_size, num_workers=workers,
-                                         collate_fn=DeiTCollator(1000), pin_memory=device.type == "cuda")
+                                         collate_fn=DeiTCollator(), pin_memory=device.type == "cuda")
     count, first, finish_seconds = 0, None, 0.0
     for batch in loader:
         pixels = batch["pixel_values"].to(device, non_blocking=True)

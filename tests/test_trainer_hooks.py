@@ -25,13 +25,15 @@ def test_private_trainer_methods_we_override_keep_their_signatures():
         "self", "max_steps", "num_update_steps_per_epoch", "num_train_epochs", "resume_from_checkpoint", "trial"
     ]
     loop = inspect.getsource(Trainer._inner_training_loop)
-    for name in ("epoch=", "epochs_trained=", "resume_from_checkpoint=", "steps_trained_in_current_epoch="):
-        assert name in loop[loop.index("self._run_epoch("):], name  # _run_epoch reads these keyword arguments
+    # What _init_training_state returns is where the epoch loop starts (our on_epoch_begin relies on it).
+    assert "epochs_trained, steps_trained_in_current_epoch = self._init_training_state(" in loop
+    assert "for epoch in range(epochs_trained, num_train_epochs):" in loop
+    assert loop.index("on_epoch_begin") < loop.index("self._run_epoch(")
 
 
 def test_private_trainer_methods_we_override_are_still_called_where_we_rely_on_them():
     loop = inspect.getsource(Trainer._inner_training_loop)
-    assert "self.get_train_dataloader()" in loop and "self._init_training_state(" in loop and "self._run_epoch(" in loop
+    assert "self.get_train_dataloader()" in loop and "self._init_training_state(" in loop
     assert loop.index("self.get_train_dataloader()") < loop.index("self._prepare_for_training(")  # before the scheduler
     assert "self._get_dataloader(" in inspect.getsource(Trainer.get_train_dataloader)
     assert "on_save" in inspect.getsource(Trainer._maybe_log_save_evaluate)  # EMA and stream state are written then
@@ -53,3 +55,12 @@ def test_accelerate_batch_sharding_of_the_global_order_gives_timms_per_rank_sequ
 def test_one_process_order_is_timms():
     order = RepeatAugBatchOrder(list(range(10)), num_repeats=3, num_replicas=1, batch_size=4, seed=0)
     assert list(order) == list(repeat_aug_sampler(list(range(10)), 3, seed=0)) and len(order) == 30
+
+
+def test_the_check_above_depends_on_round_robin_batch_sharding():
+    """Were accelerate to give each rank a contiguous block of batches instead, the ranks would not get timm's
+    sequences: the sharding test above would fail."""
+    order = RepeatAugBatchOrder(list(range(10)), num_repeats=3, num_replicas=2, batch_size=4, seed=7)
+    indices = list(order)
+    expected = list(repeat_aug_sampler(list(range(10)), 3, num_replicas=2, rank=0, seed=7))
+    assert indices[: len(indices) // 2][:15] != expected

@@ -18,7 +18,7 @@ What it adds to the Trainer, each in one method below:
 
 Private Trainer methods still overridden (each says which transformers behaviour it replaces;
 tests/test_trainer_hooks.py fails when transformers changes them): `_get_dataloader` (seeded augmentation of
-map-style training data), `_run_epoch` and `_init_training_state` (where a stream's resumed pass starts).
+map-style training data) and `_init_training_state` (where a stream's resumed pass starts).
 """
 
 from __future__ import annotations
@@ -71,10 +71,18 @@ class _EmaCallback(TrainerCallback):
 
 class _CheckpointCallback(TrainerCallback):
     """Around each checkpoint: the weights are checked finite before transformers writes it (a NaN checkpoint would
-    also become the one `True` resumes from), and the EMA weights and a stream's position are written into it."""
+    also become the one `True` resumes from), and the EMA weights and a stream's position are written into it. The
+    position (which pass over the data, how many of its batches) is tracked from epoch to epoch here."""
 
     def __init__(self, trainer: DistillationTrainer) -> None:
         self.trainer = trainer
+
+    def on_epoch_begin(self, args, state, control, **kwargs):
+        trainer = self.trainer
+        if trainer._first_epoch is not None:  # where _init_training_state said this run starts (or resumes)
+            (trainer._epoch, trainer._batches_in_epoch), trainer._first_epoch = trainer._first_epoch, None
+        else:
+            trainer._epoch, trainer._batches_in_epoch = trainer._epoch + 1, 0
 
     def on_step_end(self, args, state, control, **kwargs):
         # Runs after DefaultFlowCallback decided on saving, before the Trainer saves.
@@ -195,6 +203,7 @@ class DistillationTrainer(Trainer):
         self._loss_batches = 0
         self._epoch = 0  # the Trainer's epoch (= pass over a stream) and batches consumed in it, for resume
         self._batches_in_epoch = 0
+        self._first_epoch: tuple[int, int] | None = None  # (epoch, batches) the next train() starts at
         self._steps_per_epoch: int | None = None
 
     # --- set-up -------------------------------------------------------------------------------------------------
@@ -417,16 +426,6 @@ class DistillationTrainer(Trainer):
         return SeededAugmentation(dataset, seed=seed, rank=self.args.process_index), positional_sampler
 
     # --- checkpoints and exact resume -------------------------------------------------------------------------
-    def _run_epoch(self, **kwargs):
-        # Private override (transformers' `Trainer._run_epoch(**kwargs)`, called once per epoch by
-        # `_inner_training_loop` with `epoch`, `epochs_trained`, `resume_from_checkpoint` and
-        # `steps_trained_in_current_epoch`): records which pass over a stream this is and how many of its batches
-        # were trained, for the stream state saved with each checkpoint. on_epoch_begin gets none of these.
-        resuming_here = kwargs["resume_from_checkpoint"] is not None and kwargs["epoch"] == kwargs["epochs_trained"]
-        self._epoch = kwargs["epoch"]
-        self._batches_in_epoch = kwargs["steps_trained_in_current_epoch"] if resuming_here else 0
-        return super()._run_epoch(**kwargs)
-
     def _init_training_state(self, max_steps, num_update_steps_per_epoch, num_train_epochs, resume_from_checkpoint, trial):
         # Private override (transformers' `Trainer._init_training_state`, which returns (epochs_trained,
         # steps_trained_in_current_epoch) computed from global_step and the epoch length): a stream has no length,
@@ -440,8 +439,10 @@ class DistillationTrainer(Trainer):
             if os.path.isfile(path):
                 with open(path) as f:
                     state = json.load(f)
-                return state["epoch"], state["batches_in_epoch"]
-            logger.warning("%s has no %s: the stream restarts from its first pass.", resume_from_checkpoint, STREAM_STATE_NAME)
+                epochs, batches = state["epoch"], state["batches_in_epoch"]
+            else:
+                logger.warning("%s has no %s: the stream restarts from its first pass.", resume_from_checkpoint, STREAM_STATE_NAME)
+        self._first_epoch = (epochs, batches)  # the first on_epoch_begin of this run starts there
         return epochs, batches
 
     def train(self, resume_from_checkpoint: str | bool | None = None, trial=None, ignore_keys_for_eval=None, **kwargs):
