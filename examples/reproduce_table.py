@@ -199,7 +199,8 @@ def data_arguments(args: TableArguments, folder: Path) -> DataArguments:
 def data_flags(data_args: DataArguments) -> list[str]:
     """The same data settings as command-line flags, for examples/train_teacher.py."""
     flags = dict(dataset_name=data_args.dataset_name, eval_split=data_args.eval_split,
-                 image_size=data_args.image_size, data_cache_dir=data_args.data_cache_dir, **RECIPE_CHANGES, **MIX_CHANGES)
+                 image_size=data_args.image_size, data_cache_dir=data_args.data_cache_dir,
+                 **RECIPE_CHANGES, **MIX_CHANGES)
     return [item for name, value in flags.items() for item in (f"--{name}", str(value))]
 
 

@@ -123,7 +123,9 @@ def main() -> None:
         for batch in train_loader:
             pixel_values, labels = batch["pixel_values"].to(accelerator.device), batch["labels"].to(accelerator.device)
             # Mixup/CutMix + label smoothing -> soft targets (B, C), on the device, as DistillationTrainer does.
-            pixel_values, labels = mix_batch(mixup, pixel_values, labels, len(label_names), teacher_args.label_smoothing)
+            pixel_values, labels = mix_batch(
+                mixup, pixel_values, labels, len(label_names), teacher_args.label_smoothing
+            )
             loss = F.cross_entropy(model(pixel_values), labels)
             accelerator.backward(loss)
             optimizer.step()

@@ -111,7 +111,8 @@ def _mixing_collator(mixup_args, smoothing):
 
     def collate(examples):
         batch = DeiTCollator()(examples)
-        batch["pixel_values"], batch["labels"] = mix_batch(mixup, batch["pixel_values"], batch["labels"], NUM_CLASSES, smoothing)
+        pixels, labels = batch["pixel_values"], batch["labels"]
+        batch["pixel_values"], batch["labels"] = mix_batch(mixup, pixels, labels, NUM_CLASSES, smoothing)
         return batch
 
     return collate

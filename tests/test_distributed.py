@@ -46,7 +46,8 @@ def test_repeated_augmentation_gives_each_rank_what_timm_would(tmp_path):
     exactly timm's RepeatAugSampler(rank=r) sequence (fails if accelerate shards batches otherwise)."""
     from hf_deit.data import repeat_aug_sampler
 
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1",
+           "OMP_NUM_THREADS": "1"}
     command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29518",
                str(SCRIPT), str(tmp_path), "--dataset", "map", "--epochs", "1", "--record-ids", "--repeated-aug", "3",
                "--mixup", "0"]

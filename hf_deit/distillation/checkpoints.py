@@ -119,7 +119,8 @@ def check_checkpoint_keys(checkpoint: str, model: torch.nn.Module) -> None:
     """Stop before loading a checkpoint whose weight names differ from the model's (transformers only warns and
     would resume with the missing weights left at their initial values). Checks safetensors checkpoints (single
     or sharded); other formats are left to transformers."""
-    single, index = os.path.join(checkpoint, "model.safetensors"), os.path.join(checkpoint, "model.safetensors.index.json")
+    single = os.path.join(checkpoint, "model.safetensors")
+    index = os.path.join(checkpoint, "model.safetensors.index.json")
     if os.path.isfile(single):
         with safe_open(single, framework="pt") as f:
             saved = set(f.keys())

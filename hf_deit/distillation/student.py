@@ -58,10 +58,14 @@ def student_config(model_args: ModelArguments, data_args: DataArguments, **label
 def _from_data(model_args: ModelArguments, data_args: DataArguments) -> dict[str, Any]:
     # The data arguments own the evaluation preprocessing (resolution, crop_pct); the config records them so that
     # the image processor saved with the model preprocesses like the evaluation transform.
-    return dict(image_size=data_args.image_size, crop_pct=data_args.eval_crop_pct, drop_path_rate=model_args.drop_path_rate)
+    return dict(
+        image_size=data_args.image_size, crop_pct=data_args.eval_crop_pct, drop_path_rate=model_args.drop_path_rate
+    )
 
 
-def build_student(model_args: ModelArguments, data_args: DataArguments, labels: list[str]) -> DeiTForImageClassification:
+def build_student(
+    model_args: ModelArguments, data_args: DataArguments, labels: list[str]
+) -> DeiTForImageClassification:
     """The student for `labels`: `model_args.model_name_or_path` fine-tuned, or `model_args.student_preset` from
     scratch, at `data_args.image_size` with `data_args.eval_crop_pct` as its image processor's crop."""
     # transformers v5 does not derive label2id from id2label: give both, so config.label2id["cat"] works.

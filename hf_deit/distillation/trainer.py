@@ -6,8 +6,9 @@
     trainer.train(); trainer.evaluate()   # -> eval_loss, eval_{fused,cls,distillation}_top{1,5}
 
 What it adds to the Trainer, each in one method below:
-  * compute_loss: Mixup/CutMix + label smoothing (args), student forward, frozen teacher forward (same batch, own normalisation, training autocast),
-    DistillationLoss; NaN/inf stops the run naming the step and the parts; parts are logged (`log`).
+  * compute_loss: Mixup/CutMix + label smoothing (from args), student forward, frozen teacher forward (same batch,
+    own normalisation, training autocast), DistillationLoss; NaN/inf stops the run naming the step and the parts;
+    parts are logged (`log`).
   * the teacher (`self.teacher`) is held outside the model: never DDP-wrapped, saved or optimised.
   * optimizer groups: no weight decay on norms, biases, position embeddings and tokens; warmup in epochs.
   * repeated augmentation (timm RepeatAugSampler) for map-style data, in a global order that accelerate's own
