@@ -186,8 +186,8 @@ def prepare_dataset(
     """Attach decoding and augmentation; for streams also rank sharding, repeated augmentation and shuffling.
 
     Output examples: {"pixel_values": FloatTensor[3,H,W], "labels": int, other columns...}; training examples also
-    carry "crop_box" and "crop_flip" (hf_deit.data.crop_record) and "example_key" (hf_deit.data.row_key). Map-style datasets
-    drop broken images up front (`validate_images`); one that still fails later comes out with pixel_values None
+    carry "crop_box" and "crop_flip" (hf_deit.data.crop_record) and "example_key" (hf_deit.data.row_key).
+    Map-style datasets drop broken images up front (`validate_images`); one that still fails later comes out with pixel_values None
     and the collator drops it. Streams filter broken images out as they come.
     """
     transform = record_crops(build_train_transform(data_args)) if train else build_eval_transform(data_args)

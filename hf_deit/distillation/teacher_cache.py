@@ -20,7 +20,8 @@ outside a location's top-k get that location's k-th logit. Both hard and soft di
 File: one parquet file (streams with `datasets`: `load_dataset("parquet", data_files=PATH)`), one row per image:
 example_key (hf_deit.data.row_key: label + the image's path inside the dataset, or its bytes), label, topk_logits and
 topk_classes (h * w * k values, location-major: (h, w, k) flattened). Rows are found by key, not position, so the
-same cache serves the split read map-style or streamed, in any order, and a moved dataset folder. The schema metadata key `hf_deit_teacher_cache`
+same cache serves the split read map-style or streamed, in any order, and a moved dataset folder.
+The schema metadata key `hf_deit_teacher_cache`
 holds `TeacherCacheInfo` (teacher, weights hash, input size, top-k, map size, dataset name/split/hash).
 """
 
