@@ -18,7 +18,7 @@
         --per_device_train_batch_size 128 --max_steps 375342 --bf16 --output_dir runs/deit_base_distilled \
         --push_to_hub --hub_model_id <you>/deit_base_distilled
 
-Flags come from three dataclasses, one owner per setting: `hf_deit.ModelArguments` (the student: preset or
+Flags come from three dataclasses, one owner per setting: `hf_deit.StudentArguments` (the student: preset or
 checkpoint, architecture overrides, drop path), `hf_deit.data.DataArguments` (dataset, per-image augmentation,
 evaluation crop, repeated augmentation) and `hf_deit.DeiTTrainingArguments` (transformers' TrainingArguments with
 the paper's defaults + distillation type/alpha/tau, teacher, Mixup/CutMix, label smoothing, EMA). `--help` lists
@@ -31,20 +31,20 @@ from __future__ import annotations
 
 from transformers import HfArgumentParser, set_seed
 
-from hf_deit import DeiTTrainingArguments, ModelArguments, build_student
+from hf_deit import DeiTTrainingArguments, StudentArguments, build_student
 from hf_deit.data import DataArguments, build_datasets
 from hf_deit.distillation.student import student_config
 from hf_deit.distillation.teacher import check_teacher_source, load_teacher
 from hf_deit.distillation.trainer import DistillationTrainer
 
 
-def check_before_data(model_args: ModelArguments, data_args: DataArguments, args: DeiTTrainingArguments):
+def check_before_data(student_args: StudentArguments, data_args: DataArguments, args: DeiTTrainingArguments):
     """What can fail without the data is checked before it is read (an ImageNet scan takes minutes): the student's
     configuration at this image size, the teacher's name or path and, once the labels are known, its class count.
     The flags themselves were checked when parsed (each dataclass' __post_init__). Returns the `check_labels`
     callback for build_datasets."""
-    if model_args.model_name_or_path is None:
-        student_config(model_args, data_args)
+    if student_args.model_name_or_path is None:
+        student_config(student_args, data_args)
     if args.distillation_type == "none" or not args.teacher_name_or_path:
         return None  # no teacher to check (the trainer says what is missing)
     check_teacher_source(args.teacher_name_or_path)
@@ -57,9 +57,9 @@ def check_before_data(model_args: ModelArguments, data_args: DataArguments, args
 
 
 def main() -> None:
-    parser = HfArgumentParser((ModelArguments, DataArguments, DeiTTrainingArguments))
-    model_args, data_args, training_args = parser.parse_args_into_dataclasses()
-    check_labels = check_before_data(model_args, data_args, training_args)
+    parser = HfArgumentParser((StudentArguments, DataArguments, DeiTTrainingArguments))
+    student_args, data_args, training_args = parser.parse_args_into_dataclasses()
+    check_labels = check_before_data(student_args, data_args, training_args)
 
     # No rank split here: with dispatch_batches off, accelerate gives each process whole shards of a stream
     # (`IterableDataset.shard`), and the trainer's (repeated-augmentation) sampler splits map-style data.
@@ -70,7 +70,7 @@ def main() -> None:
     # Seed before the student exists: the Trainer seeds only in its __init__, after the weights were drawn, so
     # the same command would start from different weights each run.
     set_seed(training_args.seed)
-    model = build_student(model_args, data_args, labels)  # at the data's resolution and evaluation crop
+    model = build_student(student_args, data_args, labels)  # at the data's resolution and evaluation crop
     trainer = DistillationTrainer(
         model=model,
         args=training_args,

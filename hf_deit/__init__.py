@@ -72,7 +72,7 @@ _LAZY = {
     "model_card_from_trainer": "hub.model_card",
     "push_model_to_hub": "hub.model_card",
     "DeiTTrainingArguments": "distillation.arguments",
-    "ModelArguments": "distillation.arguments",
+    "StudentArguments": "distillation.arguments",
     "build_student": "distillation.student",
     "DistillationTrainer": "distillation.trainer",
     "prepare_student": "distillation.student",

@@ -4,7 +4,7 @@
     `DistillationTrainer` reads: distillation loss and teacher, speed knobs, EMA, lr rule and warmup, Mixup/CutMix
     (inherited from `hf_deit.data.MixupArguments`) and label smoothing (transformers' `label_smoothing_factor`,
     default 0.1, also spelled `--label_smoothing`).
-  * `ModelArguments`: the student's architecture (preset, overrides, drop path) or a checkpoint to fine-tune.
+  * `StudentArguments`: the student's architecture (preset, overrides, drop path) or a checkpoint to fine-tune.
   * `hf_deit.data.DataArguments` (not here): how images are loaded and augmented, evaluation preprocessing
     included, and repeated augmentation (which for a stream is part of the dataset).
 
@@ -36,9 +36,9 @@ LR_REFERENCE_BATCH = 512
 
 
 @dataclass
-class ModelArguments:
+class StudentArguments:
     """The student: a DeiT preset (with overrides) trained from scratch, or a checkpoint to fine-tune.
-    `hf_deit.build_student(model_args, data_args, labels)` builds it."""
+    `hf_deit.build_student(student_args, data_args, labels)` builds it."""
 
     model_name_or_path: str | None = field(
         default=None,
@@ -270,4 +270,4 @@ class DeiTTrainingArguments(TrainingArguments, MixupArguments):
         return bool(self.model_ema_decay)
 
 
-__all__ = ["DeiTTrainingArguments", "ModelArguments", "LR_REFERENCE_BATCH"]
+__all__ = ["DeiTTrainingArguments", "StudentArguments", "LR_REFERENCE_BATCH"]

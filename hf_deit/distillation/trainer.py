@@ -1,6 +1,6 @@
 """DistillationTrainer: transformers' Trainer for DeiT. It routes; `DistillationLoss` computes.
 
-    trainer = DistillationTrainer(model=build_student(model_args, data_args, labels),
+    trainer = DistillationTrainer(model=build_student(student_args, data_args, labels),
                                   args=DeiTTrainingArguments(output_dir="out", teacher_name_or_path="resnet50"),
                                   data_args=data_args, train_dataset=train, eval_dataset=val)
     trainer.train(); trainer.evaluate()   # -> eval_loss, eval_{fused,cls,distillation}_top{1,5}
@@ -107,7 +107,7 @@ def _checked_arguments(model: nn.Module | None, args: TrainingArguments | None) 
             "hf_deit.DeiTTrainingArguments (it adds the distillation fields and DeiT's defaults)."
         )
     if model is None:
-        raise ValueError("DistillationTrainer needs a model: e.g. build_student(model_args, data_args, labels).")
+        raise ValueError("DistillationTrainer needs a model: e.g. build_student(student_args, data_args, labels).")
     if getattr(model.config, "problem_type", None) in ("regression", "multi_label_classification"):
         raise ValueError(
             f"DistillationTrainer trains single-label classifiers; this model has problem_type="
@@ -131,7 +131,7 @@ def _check_preprocessing(config: Any, data_args: DataArguments) -> None:
         logger.warning(
             "The student's config has image_size, crop_pct = %s but the data arguments evaluate at %s: the saved "
             "image processor will preprocess otherwise than evaluation did. Build the student with "
-            "hf_deit.build_student(model_args, data_args, labels).", ours, theirs,
+            "hf_deit.build_student(student_args, data_args, labels).", ours, theirs,
         )
 
 
@@ -251,8 +251,8 @@ class DistillationTrainer(Trainer):
             raise StaleTeacherCacheError(
                 f"The teacher cache predicts {cache.num_labels} classes but the student has {self.model.config.num_labels}."
             )
-        if self.train_dataset is not None and cache.digests is not None:  # a cache built in memory has no digests
-            cache.check_dataset(self.train_dataset, self.args.teacher_cache or "the teacher cache")
+        if self.train_dataset is not None and self.args.teacher_cache:  # a cache built in memory has no row keys
+            cache.check_dataset(self.train_dataset, self.args.teacher_cache)
         self.teacher_source = f"{cache.info.teacher} (cached: {self.args.teacher_cache or 'in memory'})"
         return cache.to(self.args.device)
 
