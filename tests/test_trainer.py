@@ -202,3 +202,47 @@ def test_wrong_arguments_class_is_rejected(tmp_path):
 def test_non_classification_problem_types_are_refused(tmp_path, problem_type):
     with pytest.raises(ValueError, match=f"problem_type='{problem_type}'. Train it with transformers.Trainer"):
         DistillationTrainer(model=student(problem_type=problem_type), args=args(tmp_path), teacher=teacher_net())
+
+
+def test_ema_weights_are_written_into_checkpoints_and_restored_on_resume(tmp_path):
+    from safetensors.torch import load_file
+
+    def make():
+        return DistillationTrainer(model=student(), teacher=teacher_net(), train_dataset=dataset(),
+                                   args=args(tmp_path, model_ema_decay=0.5, num_train_epochs=1, save_strategy="steps",
+                                             save_steps=2))
+    trainer = make()
+    trainer.train()
+    saved = load_file(tmp_path / "checkpoint-4" / "model_ema.safetensors")
+    assert (tmp_path / "checkpoint-2" / "model_ema.safetensors").is_file()  # written by the on_save callback
+    assert all(torch.equal(saved[k], v) for k, v in trainer.model_ema.module.state_dict().items())
+    resumed = make()
+    resumed.train(resume_from_checkpoint=str(tmp_path / "checkpoint-4"))  # the last step: nothing left to train
+    assert all(torch.equal(saved[k], v) for k, v in resumed.model_ema.module.state_dict().items())
+
+
+def test_a_checkpoint_of_another_model_is_refused_before_loading(tmp_path):
+    from hf_deit.distillation.checkpoints import CheckpointError
+
+    DistillationTrainer(model=student(), teacher=teacher_net(), train_dataset=dataset(),
+                        args=args(tmp_path, num_train_epochs=1, save_strategy="steps", save_steps=2)).train()
+    deeper = DistillationTrainer(model=student(num_hidden_layers=2), teacher=teacher_net(), train_dataset=dataset(),
+                                 args=args(tmp_path / "other", num_train_epochs=1))
+    with pytest.raises(CheckpointError, match=r"does not match the model: missing keys \['deit.layers.1"):
+        deeper.train(resume_from_checkpoint=str(tmp_path / "checkpoint-2"))
+
+
+def test_build_student_takes_resolution_and_crop_from_the_data_and_drop_path_from_the_student_args(caplog):
+    from hf_deit import StudentArguments, build_student
+    from hf_deit.data import DataArguments
+
+    data_args = DataArguments(image_size=32)  # small images: eval_crop_pct 1.0
+    student_args = StudentArguments(patch_size=8, hidden_size=32, num_hidden_layers=1, num_attention_heads=2)
+    model = build_student(student_args, data_args, ["a", "b", "c", "d"])
+    assert (model.config.image_size, model.config.crop_pct, model.config.drop_path_rate) == (32, 1.0, 0.1)
+    assert model.config.label2id == {"a": 0, "b": 1, "c": 2, "d": 3}
+    with caplog.at_level("WARNING", logger="hf_deit.distillation.trainer"):
+        DistillationTrainer(model=student(), data_args=data_args,  # crop_pct 0.875: not what evaluation uses
+                            args=DeiTTrainingArguments(output_dir="unused", use_cpu=True, report_to="none",
+                                                       distillation_type="none"))
+    assert "preprocess otherwise than evaluation" in caplog.text
