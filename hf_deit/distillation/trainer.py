@@ -532,10 +532,11 @@ class DistillationTrainer(Trainer):
         return super().prediction_step(model, inputs, prediction_loss_only, ignore_keys)
 
     def create_model_card(self, **kwargs: Any) -> None:
-        """README.md (+ training_curves.png) from the run's arguments, logs and config (hf_deit.hub.model_card)."""
+        """README.md (+ training_curves.png): the run's facts (hf_deit.distillation.card_facts) rendered by
+        hf_deit.hub.model_card's template."""
         if not self.is_world_process_zero():
             return
-        from ..hub.model_card import model_card_from_trainer
+        from .card_facts import model_card_from_trainer
 
         model_card_from_trainer(self).save(os.path.join(self.args.output_dir, "README.md"))
 
