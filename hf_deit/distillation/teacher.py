@@ -31,6 +31,13 @@ class TeacherMismatchError(ValueError):
     """The teacher cannot teach this student (different classes)."""
 
 
+# Why not timm's `timm.task.distillation.DistillationTeacher` (timm >= 1.0.20): it covers only part of this API.
+# It builds teachers from timm names only (no transformers models or folders; a checkpoint file goes through timm's
+# pretrained-weights overlay, not a strict load); takes mean/std only from a timm pretrained_cfg (ImageNet otherwise,
+# no override for other modules); never resizes to the teacher's input size; returns the raw model output (a
+# transformers ModelOutput, not logits); checks no class count; and leaves freezing and eval pinning to timm's
+# LogitDistillationTask, which we do not use (the Trainer is our loop). Its one shareable piece, `normalize_input`,
+# is the affine map of `adapt_inputs` below, with the student's statistics passed on every call.
 class FrozenTeacher(nn.Module):
     """A frozen teacher that adapts the student's batch to its own input statistics and size.
 

@@ -33,7 +33,7 @@ from transformers.trainer_utils import has_length
 from .checkpoints import check_checkpoint, resolve_resume_checkpoint
 from ..models.configuration_deit import PRESETS, DeiTConfig
 from ..models.image_processing import image_processor_for
-from .losses import DistillationLoss, soft_target_cross_entropy
+from .losses import DistillationLoss
 from .metrics import compute_topk_metrics, topk_predictions
 from ..data.collate import mix_batch
 from ..data.device_finish import build_device_finish
@@ -270,7 +270,7 @@ class DistillationTrainer(Trainer):
         if not model.training:
             # Evaluation loss: CE of the fused prediction (what inference returns); no teacher at evaluation.
             logits = outputs.logits.float()
-            loss = soft_target_cross_entropy(logits, labels) if labels.is_floating_point() else F.cross_entropy(logits, labels)
+            loss = F.cross_entropy(logits, labels.float() if labels.is_floating_point() else labels)  # ids or soft targets
             return (loss, outputs) if return_outputs else loss
 
         teacher_logits = None
