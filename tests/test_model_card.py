@@ -333,3 +333,28 @@ def test_trainer_facts_are_plain_values_and_render_the_saved_card(tmp_path):
     saved = (tmp_path / "run" / "README.md").read_text()
     assert saved == str(render_model_card(dataclasses.replace(facts, curves_png="training_curves.png")))
     assert f"local folder `{tmp_path.name}`" in saved and str(tmp_path.parent) not in saved
+
+
+def test_example_card_is_what_the_template_renders():
+    """model_cards/example_cifar10_distilled.md (a real run's card, model_cards/README.md) is exactly what the
+    template renders from that run's facts: the example shows the current wording and layout."""
+    from hf_deit import __version__
+    from hf_deit.hub.model_card import ArchitectureFacts, ModelCardFacts, Reference
+
+    config = DeiTConfig(image_size=32, patch_size=4, hidden_size=96, num_hidden_layers=4, num_attention_heads=3,
+                        num_labels=10, crop_pct=1.0)
+    recipe = {"epochs": 8.0, "batch size (total)": 64, "optimizer": "adamw_torch_fused", "learning rate": 0.001,
+              "weight decay": 0.05, "lr schedule": "cosine", "warmup epochs": 1.0, "image size": 32, "RandAugment": "off",
+              "mixup alpha": 0.0, "cutmix alpha": 0.0, "label smoothing": 0.1, "random erasing": 0.25,
+              "repeated augmentation": 1, "drop path": 0.1}
+    facts = ModelCardFacts(
+        architecture=ArchitectureFacts.of(config), repo_id="deit-tiny-cifar10-2k",
+        dataset=Reference("cifar10-2k", local=True), train_examples=2000, distillation_type="hard",
+        teacher=Reference("teacher", local=True), alpha=0.5, recipe=recipe, eval_split="test",
+        results={"fused": {"top1": 33.0, "top5": 84.2}, "cls": {"top1": 31.4, "top5": 85.2},
+                 "distillation": {"top1": 33.8, "top5": 83.4}},
+        curves_png="training_curves.png",
+    )
+    example = Path(__file__).parent.parent / "model_cards" / "example_cifar10_distilled.md"
+    expected = example.read_text().replace("hf_deit 0.1.0.", f"hf_deit {__version__}.")
+    assert str(render_model_card(facts)).strip() == expected.strip()

@@ -212,17 +212,7 @@ def load_teacher(
     if isinstance(spec, FrozenTeacher):
         teacher = spec
     elif isinstance(spec, nn.Module):
-        if hasattr(spec, "pretrained_cfg"):
-            teacher = _timm_teacher(spec, **overrides, **student_stats)
-        else:  # any other module: the student's statistics and size unless told otherwise
-            teacher = FrozenTeacher(
-                spec,
-                mean=mean or student_mean,
-                std=std or student_std,
-                input_size=input_size,
-                num_labels=getattr(getattr(spec, "config", None), "num_labels", None),
-                **student_stats,
-            )
+        teacher = _teacher_from_module(spec, overrides, student_stats)
     elif isinstance(spec, str):
         teacher = _load_from_string(spec, num_labels, pretrained, checkpoint_path, overrides, student_stats)
     else:
@@ -238,6 +228,21 @@ def load_teacher(
             "another --teacher_name_or_path, or train without a teacher (--distillation_type none)."
         )
     return teacher
+
+
+def _teacher_from_module(module: nn.Module, overrides: dict, student_stats: dict) -> FrozenTeacher:
+    """timm modules bring their pretrained_cfg; any other module gets the student's statistics and size unless
+    `overrides` (mean / std / input_size) say otherwise."""
+    if hasattr(module, "pretrained_cfg"):
+        return _timm_teacher(module, **overrides, **student_stats)
+    return FrozenTeacher(
+        module,
+        mean=overrides["mean"] or student_stats["student_mean"],
+        std=overrides["std"] or student_stats["student_std"],
+        input_size=overrides["input_size"],
+        num_labels=getattr(getattr(module, "config", None), "num_labels", None),
+        **student_stats,
+    )
 
 
 def _looks_like_path(spec: str) -> bool:

@@ -116,10 +116,8 @@ def load_checkpoint(path: str | Path) -> dict[str, torch.Tensor]:
     return _state_dict(load_state_dict(str(path), use_ema=False))
 
 
-def _config_from_timm_state_dict(
-    state_dict: Mapping[str, torch.Tensor], preset: str | None, known: dict[str, Any], overrides: dict[str, Any]
-) -> tuple[DeiTConfig, str | None]:
-    """Read the architecture off the tensor shapes; `known` holds what a timm model object states outright."""
+def _shapes_of_timm_state_dict(state_dict: Mapping[str, torch.Tensor]) -> dict[str, Any]:
+    """The DeiTConfig fields that a timm DeiT state dict's tensor shapes show (all but the heads and numerics)."""
     for key in ("cls_token", "pos_embed", "patch_embed.proj.weight", "head.weight"):
         if key not in state_dict:
             missing = "the classification head" if key == "head.weight" else f"{key!r}"
@@ -139,7 +137,7 @@ def _config_from_timm_state_dict(
             "grid of patches: position embeddings without class-token slots (DeiT III, no_embed_class) do not convert."
         )
     depth = len({k.split(".")[1] for k in state_dict if k.startswith("blocks.")})
-    inferred = dict(
+    return dict(
         hidden_size=hidden_size,
         use_distillation_token=distilled,
         patch_size=patch_size,
@@ -149,12 +147,18 @@ def _config_from_timm_state_dict(
         mlp_ratio=state_dict["blocks.0.mlp.fc1.weight"].shape[0] / hidden_size,
         qkv_bias="blocks.0.attn.qkv.bias" in state_dict,
         num_labels=state_dict["head.weight"].shape[0],
-        **known,
     )
 
+
+def _config_from_timm_state_dict(
+    state_dict: Mapping[str, torch.Tensor], preset: str | None, known: dict[str, Any], overrides: dict[str, Any]
+) -> tuple[DeiTConfig, str | None]:
+    """Read the architecture off the tensor shapes; `known` holds what a timm model object states outright."""
+    inferred = {**_shapes_of_timm_state_dict(state_dict), **known}
+    hidden_size = inferred["hidden_size"]
     if preset is None:
         preset = DeiTConfig.find_preset(
-            hidden_size=hidden_size, use_distillation_token=distilled, patch_size=patch_size, image_size=grid * patch_size
+            **{k: inferred[k] for k in ("hidden_size", "use_distillation_token", "patch_size", "image_size")}
         )
     elif preset not in PRESETS:
         DeiTConfig.from_preset(preset)  # raises the error that lists the known presets
