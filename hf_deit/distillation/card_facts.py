@@ -22,6 +22,7 @@ from ..hub.model_card import (
     CURVES_FILENAME,
     ArchitectureFacts,
     ModelCardFacts,
+    RecipeValue,
     Reference,
     head_metrics,
     hub_id,
@@ -44,8 +45,8 @@ class RunArguments:
     dataset: str | None
     eval_split: str | None
     # (label, value) rows of the hyper-parameter table, in reading order; None values are dropped by _recipe.
-    optimisation: tuple[tuple[str, Any], ...]
-    augmentation: tuple[tuple[str, Any], ...]
+    optimisation: tuple[tuple[str, Any], ...]  # values as the arguments hold them (enums, None: unset)
+    augmentation: tuple[tuple[str, RecipeValue], ...]
 
 
 def read_run_arguments(args: TrainingArguments, data_args: DataArguments | None) -> RunArguments:
@@ -75,10 +76,10 @@ def read_run_arguments(args: TrainingArguments, data_args: DataArguments | None)
     )
 
 
-def _recipe(args: TrainingArguments, run: RunArguments, config: DeiTConfig) -> dict[str, Any]:
+def _recipe(args: TrainingArguments, run: RunArguments, config: DeiTConfig) -> dict[str, RecipeValue]:
     """The hyper-parameters worth a row in the card, in reading order; unset (None or zero) optimisation fields are
     skipped, augmentation rows are shown whenever data arguments are known."""
-    recipe: dict[str, Any] = {}
+    recipe: dict[str, RecipeValue] = {}
     if args.max_steps > 0:
         recipe["steps"] = args.max_steps
     else:

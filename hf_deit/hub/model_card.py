@@ -24,6 +24,7 @@ from typing import Any
 
 import torch
 from huggingface_hub import EvalResult, HfApi, ModelCard, ModelCardData
+from transformers import BaseImageProcessor, PreTrainedModel
 
 from ..models.configuration_deit import DeiTConfig
 from ..models.modeling_deit import HEADS
@@ -31,6 +32,7 @@ from ..models.modeling_deit import HEADS
 TEMPLATE_PATH = Path(__file__).parent / "templates" / "model_card.md"
 CURVES_FILENAME = "training_curves.png"
 TAGS = ["image-classification", "deit", "distillation", "hf_deit", "vision"]
+RecipeValue = str | int | float  # a hyper-parameter as the card prints it
 
 
 def count_parameters(config: DeiTConfig) -> int:
@@ -122,7 +124,7 @@ class ModelCardFacts:
     teacher: Reference | None = None
     alpha: float | None = None
     tau: float | None = None
-    recipe: dict[str, Any] = field(default_factory=dict)  # hyper-parameter label -> value, in reading order
+    recipe: dict[str, RecipeValue] = field(default_factory=dict)  # hyper-parameter label -> value, reading order
     results: dict[str, dict[str, float]] = field(default_factory=dict)  # head -> {"top1": %, "top5": %}
     eval_split: str | None = None
     curves_png: str | None = None  # relative to the card
@@ -222,7 +224,7 @@ def build_model_card(
     dataset: str | None = None,
     eval_split: str | None = None,
     train_examples: int | None = None,
-    recipe: Mapping[str, Any] | None = None,
+    recipe: Mapping[str, RecipeValue] | None = None,
     eval_results: Mapping[str, float] | None = None,
     curves_png: str | None = None,
     repo_id: str | None = None,
@@ -295,10 +297,10 @@ def plot_training_curves(log_history: list[dict[str, Any]], path: str | Path) ->
 
 
 def push_model_to_hub(
-    model: Any,
+    model: PreTrainedModel,
     repo_id: str,
     *,
-    image_processor: Any = None,
+    image_processor: BaseImageProcessor | None = None,
     card: ModelCard | None = None,
     commit_message: str = "Upload hf_deit model",
     commit_description: str | None = None,
