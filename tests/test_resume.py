@@ -27,7 +27,7 @@ def run(out: Path, *extra: str) -> subprocess.CompletedProcess:
         # Streaming without Mixup: with Mixup on, steps 8+ differ by ~1e-9 (data order and Mixup draws were
         # checked identical; the cause is not pinned down), so exactness is asserted for this configuration.
         ("stream", ("--mixup", "0")),
-        # The cached teacher (hf_deit.distillation.teacher_cache): targets from example_index + crop_box + Mixup's lambda.
+        # The cached teacher (hf_deit.distillation.teacher_cache): targets from example_key + crop_box + Mixup's lambda.
         ("map", ("--teacher-cache",)),
     ],
 )

@@ -15,6 +15,7 @@ from hf_deit.distillation.teacher_cache import (
     MixRecord,
     StaleTeacherCacheError,
     cache_teacher,
+    row_keys,
 )
 from hf_deit.distillation.trainer import prepare_student
 
@@ -64,9 +65,11 @@ def make_cache(folder, path, teacher_module, **kwargs):
     return teacher
 
 
-def trainer_for(folder, cache_path, tmp_path, distillation_type="hard", mixup=0.8, cutmix=1.0, train_dataset=None):
+def trainer_for(folder, cache_path, tmp_path, distillation_type="hard", mixup=0.8, cutmix=1.0, train_dataset=None,
+                streaming=False):
     data_args = DataArguments(dataset_name=str(folder), image_size=SIZE, auto_augment="none", reprob=0.0, color_jitter=0.0,
-                              repeated_aug=1, mixup=mixup, cutmix=cutmix, validate_images=False)
+                              repeated_aug=1, mixup=mixup, cutmix=cutmix, validate_images=False, streaming=streaming,
+                              shuffle_buffer_size=4)
     if train_dataset is None:
         train_dataset = build_datasets(data_args, do_eval=False).train_dataset
     args = DeiTTrainingArguments(output_dir=str(tmp_path / "out"), teacher_cache=str(cache_path), use_cpu=True,
@@ -90,8 +93,10 @@ def test_whole_image_box_gives_the_teachers_logits_exactly(folder, tmp_path):
     dataset = load_image_dataset(str(folder), "train")
     pixels = torch.stack(_WholeImage(SIZE)({"image": dataset.with_format("arrow")["image"].to_pylist()})["pixel_values"])
     teacher.input_size = None  # the live teacher sees the same whole-image tensor
-    index = torch.arange(len(dataset))
-    cached = cache.logits_for_batch(pixels, {"example_index": index, "crop_box": torch.tensor([[0.0, 0, 1, 1]] * 16)})
+    index = torch.arange(len(dataset))  # cache rows are in the split's order
+    keys = torch.from_numpy(row_keys(dataset))
+    assert torch.equal(cache.rows(keys.flip(0)), index.flip(0))  # found by key, in any order
+    cached = cache.logits_for_batch(pixels, {"example_key": keys, "crop_box": torch.tensor([[0.0, 0, 1, 1]] * 16)})
     torch.testing.assert_close(cached, teacher(pixels), atol=1e-5, rtol=1e-5)
     # a box over the left half reads only the left column of the 2x2 map
     half = cache.crop_logits(index, torch.tensor([[0.0, 0, 0.5, 1]] * 16))
@@ -107,7 +112,7 @@ def test_cached_targets_match_the_live_teacher_on_crops_flips_and_mixes(folder, 
     torch.manual_seed(0), np.random.seed(0)
     largest, mixes = 0.0, set()
     for batch in trainer.get_train_dataloader():
-        assert {"example_index", "crop_box", "crop_flip"} <= set(batch)
+        assert {"example_key", "crop_box", "crop_flip"} <= set(batch)
         pixels, _ = trainer._mix(batch["pixel_values"], batch["labels"])
         mix = MixRecord(trainer.mixup.last_lam, len(pixels) - len(pixels) % 2)
         mixes.add(trainer.mixup.last_lam != 1.0)
@@ -130,6 +135,32 @@ def test_training_from_the_cache(folder, tmp_path, distillation_type):
     assert logged and all(np.isfinite(e["distillation_loss"]) for e in logged)
 
 
+def test_a_moved_dataset_folder_keeps_its_cache(folder, tmp_path):
+    """Rows are keyed by their path inside the dataset (split/class/file), not the absolute path."""
+    import shutil
+
+    make_cache(folder, tmp_path / "c.parquet", PointwiseTeacher())
+    moved = tmp_path / "elsewhere" / "copy"
+    shutil.copytree(folder, moved)
+    CachedTeacher.load(str(tmp_path / "c.parquet"), dataset=load_image_dataset(str(moved), "train"))  # no error
+
+
+@pytest.mark.parametrize("distillation_type", ["hard", "soft"])
+def test_training_from_the_cache_on_streamed_data(folder, tmp_path, distillation_type):
+    """The cache made from the map-style split serves the same split streamed (shuffled, so rows come in another
+    order): each batch's rows are found by key and checked against the cache's labels."""
+    make_cache(folder, tmp_path / "c.parquet", PointwiseTeacher())
+    trainer = trainer_for(folder, tmp_path / "c.parquet", tmp_path, distillation_type, streaming=True)
+    batch = next(iter(trainer.get_train_dataloader()))
+    cache = trainer.teacher
+    rows = cache.rows(batch["example_key"])
+    assert torch.equal(cache.labels[rows], batch["labels"])
+    assert not torch.equal(rows, torch.arange(len(rows)))  # shuffled: not the map-style order
+    trainer.train()
+    logged = [e for e in trainer.state.log_history if "distillation_loss" in e]
+    assert logged and all(np.isfinite(e["distillation_loss"]) for e in logged)
+
+
 def test_a_stale_or_mismatched_cache_is_refused(folder, tmp_path):
     make_cache(folder, tmp_path / "c.parquet", PointwiseTeacher())
     path = str(tmp_path / "c.parquet")
@@ -138,12 +169,14 @@ def test_a_stale_or_mismatched_cache_is_refused(folder, tmp_path):
         with pytest.raises(StaleTeacherCacheError, match="Rebuild it with `hf-deit cache-teacher"):
             CachedTeacher.load(path, **wanted)
     # the data changed since: every image relabelled
-    dataset = load_image_dataset(str(folder), "train").add_column("example_index", list(range(16)))
-    moved = dataset.map(lambda label: {"label": (label + 1) % NUM_CLASSES}, input_columns="label")
-    with pytest.raises(StaleTeacherCacheError, match="16 of 16 training images differ"):
-        trainer_for(folder, path, tmp_path, train_dataset=moved)
-    with pytest.raises(StaleTeacherCacheError, match="no example_index column"):
-        trainer_for(folder, path, tmp_path, train_dataset=load_image_dataset(str(folder), "train"))
+    dataset = load_image_dataset(str(folder), "train")
+    relabelled = dataset.map(lambda label: {"label": (label + 1) % NUM_CLASSES}, input_columns="label")
+    with pytest.raises(StaleTeacherCacheError, match="16 of 16 images in the training data"):
+        trainer_for(folder, path, tmp_path, train_dataset=relabelled)
+    keys = torch.from_numpy(row_keys(dataset))
+    keys[0] = 12345  # one image the cache was not made from
+    with pytest.raises(StaleTeacherCacheError, match="1 of 16 images"):
+        CachedTeacher.load(path).rows(keys)
     import pyarrow as pa
     import pyarrow.parquet as pq
 

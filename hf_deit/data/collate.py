@@ -77,7 +77,7 @@ def mix_batch(
 
 
 # Per-example keys a cached teacher needs (hf_deit.distillation.teacher_cache), stacked into the batch when every example has them.
-PASSTHROUGH_KEYS = {"example_index": torch.long, "crop_box": torch.float32, "crop_flip": torch.bool}
+PASSTHROUGH_KEYS = {"example_key": torch.long, "crop_box": torch.float32, "crop_flip": torch.bool}
 
 
 def _passthrough(examples: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
@@ -89,7 +89,7 @@ class DeiTCollator:
     """`examples` ({"pixel_values": Tensor[3,H,W] or None, "labels": int, ...}) -> {"pixel_values", "labels"}.
 
     Examples whose `pixel_values` is None (a broken image, already counted by the decoder) are dropped.
-    "example_index", "crop_box" and "crop_flip" (for a cached teacher) are stacked when present; other keys (e.g. a
+    "example_key", "crop_box" and "crop_flip" (for a cached teacher) are stacked when present; other keys (e.g. a
     dataset's key column) are ignored.
     """
 

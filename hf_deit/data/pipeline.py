@@ -26,11 +26,11 @@ from .arguments import DataArguments
 from .crop_record import CropRecordingTransform, record_crops
 from .decode import BadImageCounter, BrokenImageError, decode_image, image_key
 from .loading import AnyDataset, load_image_dataset
+from .row_key import ROW_KEY, row_key
 from .seeding import SeededStreamTransform
 from .transforms import build_eval_transform, build_train_transform, draft_size
 
 logger = logging.getLogger(__name__)
-EXAMPLE_INDEX = "example_index"
 
 
 class DecodeAndTransform:
@@ -61,6 +61,7 @@ class DecodeAndTransform:
         out = {"pixel_values": self.pixel_values(example["image"], key), "labels": example["label"]}
         if self.crop_record is not None:
             out.update(crop_box=list(self.crop_record.box), crop_flip=self.crop_record.flipped)
+            out[ROW_KEY] = row_key(example["image"], example["label"])
         return out
 
     def batch(self, batch: dict[str, list]) -> dict[str, list]:
@@ -75,6 +76,7 @@ class DecodeAndTransform:
                 flips.append(self.crop_record.flipped)
         if self.crop_record is not None:
             out["crop_box"], out["crop_flip"] = boxes, flips
+            out[ROW_KEY] = [row_key(raw, label) for raw, label in zip(batch["image"], batch["label"])]
         out["labels"] = batch["label"]
         return out
 
@@ -184,16 +186,13 @@ def prepare_dataset(
     """Attach decoding and augmentation; for streams also rank sharding, repeated augmentation and shuffling.
 
     Output examples: {"pixel_values": FloatTensor[3,H,W], "labels": int, other columns...}; training examples also
-    carry "crop_box" and "crop_flip" (hf_deit.data.crop_record), and map-style ones "example_index" (the row). Map-style datasets
-    drop broken images up front (`validate_images`); one that still fails later comes out with pixel_values None
+    carry "crop_box" and "crop_flip" (hf_deit.data.crop_record) and "example_key" (hf_deit.data.row_key).
+    Map-style datasets drop broken images up front (`validate_images`); one that still fails later comes out with pixel_values None
     and the collator drops it. Streams filter broken images out as they come.
     """
     transform = record_crops(build_train_transform(data_args)) if train else build_eval_transform(data_args)
     decode = DecodeAndTransform(transform, counter, draft_size(data_args, train))
     if isinstance(dataset, Dataset):
-        if train and EXAMPLE_INDEX not in dataset.column_names:
-            # The row's position in the loaded split, before broken images are dropped: what a teacher cache is keyed by.
-            dataset = dataset.add_column(EXAMPLE_INDEX, list(range(len(dataset))))
         if data_args.validate_images:
             dataset = drop_broken_images(dataset, counter, data_args.preprocessing_num_workers)
         return dataset.with_transform(decode.batch)

@@ -17,9 +17,11 @@ the whole image, not a forward pass on the resized crop (receptive fields reach 
 it never sees RandAugment, random erasing or the mixed image; a flip does not change the pooled logits; classes
 outside a location's top-k get that location's k-th logit. Both hard and soft distillation use the result.
 
-File: one parquet file (streams with `datasets`: `load_dataset("parquet", data_files=PATH)`), one row per image in
-the order of the loaded split: example_index, label, row_digest (label + image path or bytes), topk_logits and
-topk_classes (h * w * k values, location-major: (h, w, k) flattened). The schema metadata key `hf_deit_teacher_cache`
+File: one parquet file (streams with `datasets`: `load_dataset("parquet", data_files=PATH)`), one row per image:
+example_key (hf_deit.data.row_key: label + the image's path inside the dataset, or its bytes), label, topk_logits and
+topk_classes (h * w * k values, location-major: (h, w, k) flattened). Rows are found by key, not position, so the
+same cache serves the split read map-style or streamed, in any order, and a moved dataset folder.
+The schema metadata key `hf_deit_teacher_cache`
 holds `TeacherCacheInfo` (teacher, weights hash, input size, top-k, map size, dataset name/split/hash).
 """
 
@@ -39,12 +41,13 @@ from timm.data import Mixup
 from torch import nn
 from tqdm.auto import tqdm
 
+from ..data.row_key import ROW_KEY, row_key
 from .teacher import FrozenTeacher
 
 logger = logging.getLogger(__name__)
 
 METADATA_KEY = b"hf_deit_teacher_cache"
-CACHE_FORMAT_VERSION = 1
+CACHE_FORMAT_VERSION = 2  # 2: rows keyed by example_key (1: by position)
 
 
 class StaleTeacherCacheError(ValueError):
@@ -64,7 +67,7 @@ class TeacherCacheInfo:
     dataset: str
     split: str
     num_rows: int
-    dataset_sha256: str  # over the row digests, in order
+    dataset_sha256: str  # over the row keys, in order
     version: int = CACHE_FORMAT_VERSION
 
 
@@ -118,27 +121,18 @@ def weights_sha256(module: nn.Module) -> str:
 
 
 # --- dataset identity -----------------------------------------------------------------------------------------
-def row_digests(dataset) -> tuple[np.ndarray, np.ndarray]:
-    """(example_index or row position, 16-hex-digit digest of label + image path, or bytes when there is no path)
-    for every row of a map-style dataset with `image` and `label` columns (read as Arrow: no decoding)."""
-    table = dataset.with_format("arrow")
-    columns = [c for c in ("image", "label", "example_index") if c in dataset.column_names]
-    indices, digests, position = [], [], 0
-    for batch in table.select_columns(columns).iter(batch_size=4096):
+def row_keys(dataset) -> np.ndarray:
+    """`row_key` of every row of a map-style dataset with `image` and `label` columns (read as Arrow: no decoding;
+    an image without a path is hashed by its bytes)."""
+    keys = []
+    for batch in dataset.with_format("arrow").select_columns(["image", "label"]).iter(batch_size=4096):
         images, labels = batch.column("image").to_pylist(), batch.column("label").to_pylist()
-        count = len(labels)
-        indices += batch.column("example_index").to_pylist() if "example_index" in columns else list(
-            range(position, position + count)
-        )
-        position += count
-        for image, label in zip(images, labels):
-            identity = image.get("path") or hashlib.sha256(image.get("bytes") or b"").hexdigest()
-            digests.append(hashlib.blake2b(f"{label}|{identity}".encode(), digest_size=8).hexdigest())
-    return np.asarray(indices, dtype=np.int64), np.asarray(digests)
+        keys += [row_key(image, label) for image, label in zip(images, labels)]
+    return np.asarray(keys, dtype=np.int64)
 
 
-def _dataset_sha256(digests: np.ndarray) -> str:
-    return hashlib.sha256("".join(digests.tolist()).encode()).hexdigest()
+def _dataset_sha256(keys: np.ndarray) -> str:
+    return hashlib.sha256(np.ascontiguousarray(keys, dtype="<i8").tobytes()).hexdigest()
 
 
 # --- writing the cache ----------------------------------------------------------------------------------------
@@ -181,7 +175,7 @@ def cache_teacher(
     from torch.utils.data import DataLoader
 
     size = input_size or (teacher.input_size[0] if teacher.input_size else 224)
-    indices, digests = row_digests(dataset)
+    keys = row_keys(dataset)
     images = dataset.select_columns(["image"]).with_transform(_WholeImage(size))
     loader = DataLoader(images, batch_size=batch_size, num_workers=num_workers, collate_fn=_stack)
     device = next(teacher.model.parameters()).device
@@ -197,15 +191,14 @@ def cache_teacher(
     top_k = min(top_k, num_classes)
     info = TeacherCacheInfo(
         teacher=teacher_name, teacher_sha256=weights_sha256(teacher.model), input_size=size, top_k=top_k,
-        num_classes=num_classes, map_size=map_size, dataset=dataset_name, split=split, num_rows=len(indices),
-        dataset_sha256=_dataset_sha256(digests),
+        num_classes=num_classes, map_size=map_size, dataset=dataset_name, split=split, num_rows=len(keys),
+        dataset_sha256=_dataset_sha256(keys),
     )
     values, classes = np.concatenate(values), np.concatenate(classes)
     width = values.shape[1]
     table = pa.table({
-        "example_index": pa.array(indices),
+        ROW_KEY: pa.array(keys),
         "label": pa.array(dataset.with_format("arrow")["label"].to_numpy()),
-        "row_digest": pa.array(digests.tolist()),
         "topk_logits": pa.FixedSizeListArray.from_arrays(pa.array(values.reshape(-1)), width),
         "topk_classes": pa.FixedSizeListArray.from_arrays(pa.array(classes.reshape(-1).astype(np.int16)), width),
     })
@@ -276,10 +269,13 @@ class LambdaRecordingMixup(Mixup):
 class CachedTeacher(nn.Module):
     """The teacher's logits for a batch, read from a cache instead of computed. Interchangeable with a live
     `FrozenTeacher` through `logits_for_batch(pixel_values, batch, mix)`; this one reads the batch's
-    `example_index`, `crop_box` (and `crop_flip`) and the Mixup/CutMix record, and never the pixels."""
+    `example_key`, `crop_box` (and `crop_flip`) and the Mixup/CutMix record, and never the pixels.
+
+    `keys`: each stored row's `row_key` (default: 0..rows-1, for a cache built in memory whose batches carry their
+    row numbers as keys). Rows are looked up by key, so map-style and streamed data, in any order, both work."""
 
     def __init__(self, info: TeacherCacheInfo, topk_logits: torch.Tensor, topk_classes: torch.Tensor,
-                 labels: torch.Tensor | None = None, digests: np.ndarray | None = None) -> None:
+                 labels: torch.Tensor | None = None, keys: torch.Tensor | None = None) -> None:
         super().__init__()
         self.info = info
         h, w = info.map_size
@@ -287,28 +283,25 @@ class CachedTeacher(nn.Module):
         self.register_buffer("topk_logits", topk_logits.view(-1, h, w, info.top_k), persistent=False)
         self.register_buffer("topk_classes", topk_classes.view(-1, h, w, info.top_k).long(), persistent=False)
         self.register_buffer("labels", labels, persistent=False)
-        self.digests = digests
+        keys = torch.arange(len(self.topk_logits)) if keys is None else keys.long()
+        # Sorted keys + the row each one is at: a batch's rows by binary search (torch.searchsorted), on the device.
+        sorted_keys, order = keys.sort()
+        self.register_buffer("sorted_keys", sorted_keys, persistent=False)
+        self.register_buffer("row_of_sorted", order, persistent=False)
 
     @classmethod
     def load(cls, path: str, *, num_labels: int | None = None, dataset=None, teacher: str | None = None,
              teacher_sha256: str | None = None, input_size: int | None = None, top_k: int | None = None) -> CachedTeacher:
         """Read a cache and refuse it (`StaleTeacherCacheError`) when it does not match what is asked: `num_labels`
-        (the student's classes), `dataset` (its rows must have the digests the cache was made from), `teacher` (its
-        name), `teacher_sha256` (`weights_sha256` of the teacher now: a retrained teacher), `input_size`, `top_k`."""
+        (the student's classes), `dataset` (each of its rows must be in the cache), `teacher` (its name),
+        `teacher_sha256` (`weights_sha256` of the teacher now: a retrained teacher), `input_size`, `top_k`."""
         import pyarrow.parquet as pq
 
         if not os.path.isfile(path):
             raise FileNotFoundError(f"No teacher cache at {path}: make one with `hf-deit cache-teacher TEACHER DATA {path}`.")
         table = pq.read_table(path)
-        raw = (table.schema.metadata or {}).get(METADATA_KEY)
-        if raw is None:
-            raise StaleTeacherCacheError(f"{path} is not an hf_deit teacher cache (no {METADATA_KEY.decode()} metadata).")
-        record = json.loads(raw)
-        record["map_size"] = tuple(record["map_size"])
-        info = TeacherCacheInfo(**record)
-        remake = f"Rebuild it with `hf-deit cache-teacher {info.teacher} {info.dataset or 'DATA'} {path}`."
-        if info.version != CACHE_FORMAT_VERSION:
-            raise StaleTeacherCacheError(f"{path} has cache format {info.version}, this hf_deit reads {CACHE_FORMAT_VERSION}. {remake}")
+        info = _read_info(table, path)
+        remake = _remake(info, path)
         for name, wanted, have in (("num_classes", num_labels, info.num_classes), ("teacher", teacher, info.teacher),
                                    ("teacher_sha256", teacher_sha256, info.teacher_sha256),
                                    ("input_size", input_size, info.input_size), ("top_k", top_k, info.top_k)):
@@ -320,43 +313,46 @@ class CachedTeacher(nn.Module):
             table.column("topk_classes").combine_chunks().flatten().to_numpy().astype(np.int64).reshape(-1, width)
         )
         labels = torch.from_numpy(table.column("label").to_numpy().astype(np.int64))
-        digests = np.asarray(table.column("row_digest").to_pylist())
-        cache = cls(info, logits, classes, labels, digests)
+        keys = torch.from_numpy(table.column(ROW_KEY).to_numpy().astype(np.int64))
+        cache = cls(info, logits, classes, labels, keys)
         if dataset is not None:
-            cache.check_dataset(dataset, path, remake)
+            cache.check_dataset(dataset, path)
         return cache
 
-    def check_dataset(self, dataset, path: str = "the cache", remake: str = "") -> None:
-        """Every row of `dataset` (map-style, with `example_index` from hf_deit.data) must be the row the cache
-        holds at that index: same label and image path (or bytes)."""
-        if "example_index" not in dataset.column_names:
+    def rows(self, keys: torch.Tensor, where: str = "the batch") -> torch.Tensor:
+        """The cache rows holding these row keys; a key the cache does not hold is a stale cache."""
+        keys = keys.to(self.sorted_keys.device)
+        position = torch.searchsorted(self.sorted_keys, keys).clamp(max=len(self.sorted_keys) - 1)
+        missing = self.sorted_keys[position] != keys
+        if bool(missing.any()):
             raise StaleTeacherCacheError(
-                "The training dataset has no example_index column: build it with hf_deit.data.build_datasets "
-                "(map-style, streaming=False) so that its rows can be matched to the cache."
+                f"{int(missing.sum())} of {len(keys)} images in {where} are not in the teacher cache (made from "
+                f"{self.info.dataset or 'another dataset'} [{self.info.split}]): the data changed since, or it is "
+                f"another split. {_remake(self.info, 'CACHE')}"
             )
-        indices, digests = row_digests(dataset)
-        if len(indices) and int(indices.max()) >= len(self.digests):
-            raise StaleTeacherCacheError(
-                f"The training data has row {int(indices.max())} but {path} holds {len(self.digests)} rows. {remake}"
-            )
-        stale = np.flatnonzero(self.digests[indices] != digests)
-        if len(stale):
-            raise StaleTeacherCacheError(
-                f"{len(stale)} of {len(indices)} training images differ from those {path} was made from (first: row "
-                f"{int(indices[stale[0]])}): the data changed since. {remake}"
-            )
+        return self.row_of_sorted[position]
 
-    def dense_map(self, example_index: torch.Tensor) -> torch.Tensor:
-        """The stored maps of these rows: (batch, h, w, classes), classes outside a location's top-k set to that
+    def check_dataset(self, dataset, path: str = "the cache") -> None:
+        """Every row of a map-style `dataset` (`image` + `label` columns) must be in the cache, with the same label.
+        Streams cannot be checked before training without reading them: each batch is checked as it comes."""
+        if not hasattr(dataset, "with_format") or not hasattr(dataset, "__len__"):
+            logger.info("Streamed training data: each batch's rows are checked against %s as they come.", path)
+            return
+        keys = torch.from_numpy(row_keys(dataset))
+        if len(keys):
+            self.rows(keys, where=f"the training data ({len(keys)} rows; checked against {path})")
+
+    def dense_map(self, rows: torch.Tensor) -> torch.Tensor:
+        """The stored maps of these cache rows: (batch, h, w, classes), classes outside a location's top-k set to that
         location's smallest stored logit (exact when top_k == num_classes)."""
-        values, classes = self.topk_logits[example_index], self.topk_classes[example_index]  # (B, h, w, k)
+        values, classes = self.topk_logits[rows], self.topk_classes[rows]  # (B, h, w, k)
         floor = values[..., -1:].expand(*values.shape[:-1], self.info.num_classes)  # k-th logit per location
         return floor.clone().scatter_(-1, classes, values)
 
-    def crop_logits(self, example_index: torch.Tensor, crop_box: torch.Tensor | None) -> torch.Tensor:
+    def crop_logits(self, rows: torch.Tensor, crop_box: torch.Tensor | None) -> torch.Tensor:
         """Area-weighted mean of each row's map over its crop box (x0, y0, x1, y1 in image fractions): (B, classes).
         No box: the whole image, i.e. exactly the teacher's logits for the whole image (up to top-k)."""
-        dense = self.dense_map(example_index)  # (B, h, w, K)
+        dense = self.dense_map(rows)  # (B, h, w, K)
         h, w = self.info.map_size
         if crop_box is None:
             return dense.mean(dim=(1, 2))
@@ -367,17 +363,17 @@ class CachedTeacher(nn.Module):
     @torch.no_grad()
     def logits_for_batch(self, pixel_values: torch.Tensor, batch: Mapping[str, torch.Tensor],
                          mix: MixRecord | None = None) -> torch.Tensor:
-        if "example_index" not in batch:
+        if ROW_KEY not in batch:
             raise KeyError(
-                "A cached teacher needs 'example_index' (and 'crop_box') in each batch: build the training data with "
-                "hf_deit.data.build_datasets (map-style; streams are not supported with a cache) and its collator."
+                f"A cached teacher needs '{ROW_KEY}' (and 'crop_box') in each batch: build the training data with "
+                "hf_deit.data.build_datasets (map-style or streaming) and its collator."
             )
-        index = batch["example_index"].to(self.topk_logits.device)
+        rows = self.rows(batch[ROW_KEY])
         labels = batch.get("labels")
         if labels is not None and not labels.is_floating_point() and self.labels is not None:
-            if not torch.equal(self.labels[index], labels.to(self.labels.device)):
+            if not torch.equal(self.labels[rows], labels.to(self.labels.device)):
                 raise StaleTeacherCacheError("The batch's labels differ from the cache's for the same rows: stale cache.")
-        logits = self.crop_logits(index, batch.get("crop_box"))
+        logits = self.crop_logits(rows, batch.get("crop_box"))
         return mix_logits(logits, mix).to(pixel_values.device)
 
     def forward(self, pixel_values: torch.Tensor, batch: Mapping[str, torch.Tensor], mix: MixRecord | None = None):
@@ -386,6 +382,24 @@ class CachedTeacher(nn.Module):
     @property
     def num_labels(self) -> int:
         return self.info.num_classes
+
+
+def _read_info(table, path: str) -> TeacherCacheInfo:
+    raw = (table.schema.metadata or {}).get(METADATA_KEY)
+    if raw is None:
+        raise StaleTeacherCacheError(f"{path} is not an hf_deit teacher cache (no {METADATA_KEY.decode()} metadata).")
+    record = json.loads(raw)
+    record["map_size"] = tuple(record["map_size"])
+    info = TeacherCacheInfo(**{k: v for k, v in record.items() if k in TeacherCacheInfo.__dataclass_fields__})
+    if info.version != CACHE_FORMAT_VERSION:
+        raise StaleTeacherCacheError(
+            f"{path} has cache format {info.version}, this hf_deit reads {CACHE_FORMAT_VERSION}. {_remake(info, path)}"
+        )
+    return info
+
+
+def _remake(info: TeacherCacheInfo, path: str) -> str:
+    return f"Rebuild it with `hf-deit cache-teacher {info.teacher} {info.dataset or 'DATA'} {path}`."
 
 
 def cache_teacher_cli(teacher: str, data: str, output_path: str, *, split: str = "train", input_size: int | None = None,

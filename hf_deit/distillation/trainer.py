@@ -246,8 +246,8 @@ class DistillationTrainer(Trainer):
             raise StaleTeacherCacheError(
                 f"The teacher cache predicts {cache.num_labels} classes but the student has {self.model.config.num_labels}."
             )
-        if self.train_dataset is not None and cache.digests is not None:  # a cache built in memory has no digests
-            cache.check_dataset(self.train_dataset, self.args.teacher_cache or "the teacher cache")
+        if self.train_dataset is not None and self.args.teacher_cache:  # a cache built in memory has no row keys
+            cache.check_dataset(self.train_dataset, self.args.teacher_cache)
         self.teacher_source = f"{cache.info.teacher} (cached: {self.args.teacher_cache or 'in memory'})"
         return cache.to(self.args.device)
 

@@ -56,7 +56,7 @@ def tiny_dataset(kind: str, cache_keys: bool = False):
     }
     if cache_keys:  # what the recording train transform would give: a crop box and a flip per example
         corner = torch.rand(NUM_EXAMPLES, 2, generator=g) * 0.5
-        data["example_index"] = list(range(NUM_EXAMPLES))
+        data["example_key"] = list(range(NUM_EXAMPLES))  # an in-memory cache is keyed by row number
         data["crop_box"] = torch.cat([corner, corner + 0.5], dim=1).numpy()
         data["crop_flip"] = (torch.rand(NUM_EXAMPLES, generator=g) < 0.5).tolist()
     dataset = Dataset.from_dict(data).with_format("torch")
@@ -91,7 +91,7 @@ def main() -> None:
     parser.add_argument("--mixup", type=float, default=0.8)
     parser.add_argument("--drop-path", type=float, default=0.1)
     parser.add_argument("--teacher-cache", action="store_true", help="a CachedTeacher (random 2x2 label maps) "
-                        "instead of the live teacher; examples carry example_index, crop_box and crop_flip")
+                        "instead of the live teacher; examples carry example_key, crop_box and crop_flip")
     cli = parser.parse_args()
 
     torch.set_num_threads(1)
