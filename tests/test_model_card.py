@@ -323,7 +323,7 @@ def test_trainer_facts_are_plain_values_and_render_the_saved_card(tmp_path):
     trainer = DistillationTrainer(model=DeiTForImageClassification(DeiTConfig(**TINY)), args=args, teacher=teacher,
                                   data_args=data_args, train_dataset=RandomImages(32, 4))
     trainer.state.log_history = [{"step": 1, "loss": 2.0}, {"step": 4, **METRICS}]
-    facts = gather_card_facts(trainer)
+    facts = gather_card_facts(trainer, trainer.data_args, trainer.teacher_source)
     json.dumps(dataclasses.asdict(facts))  # plain values only: no config, trainer or argument objects
     assert facts.dataset == Reference(tmp_path.name, local=True) and facts.train_examples == 32
     assert facts.teacher == Reference("Sequential") and facts.distillation_type == "hard"

@@ -1,10 +1,11 @@
 """The model card's facts about a training run, gathered from the trainer: arguments, data arguments, the student's
 config and `state.log_history`. `hf_deit.hub.model_card` renders them; nothing here words the card.
 
-    card = model_card_from_trainer(trainer)        # also draws output_dir/training_curves.png
-    facts = gather_card_facts(trainer)              # the plain values, for a custom template or checks
+    card = model_card_from_trainer(trainer, data_args)   # also draws output_dir/training_curves.png
+    facts = gather_card_facts(trainer, data_args)         # the plain values, for a custom template or checks
 
-A plain `transformers.Trainer` works too: it has no teacher and no data arguments unless `data_args` is passed.
+`DistillationTrainer.create_model_card` calls `model_card_from_trainer` with its data arguments and the teacher it
+loaded. A plain `transformers.Trainer` works too: it has no teacher, and data arguments only when passed.
 """
 
 from __future__ import annotations
@@ -31,7 +32,6 @@ from ..hub.model_card import (
 )
 from ..models.configuration_deit import DeiTConfig
 from .arguments import DeiTTrainingArguments
-from .trainer import DistillationTrainer
 
 
 @dataclass(frozen=True)
@@ -94,23 +94,19 @@ def _recipe(args: TrainingArguments, run: RunArguments, config: DeiTConfig) -> d
 
 
 def gather_card_facts(
-    trainer: Trainer, data_args: DataArguments | None = None, curves_png: str | None = None
+    trainer: Trainer,
+    data_args: DataArguments | None = None,
+    teacher_source: str | None = None,
+    curves_png: str | None = None,
 ) -> ModelCardFacts:
-    """The card's facts for a trained `DistillationTrainer` (or plain `transformers.Trainer`).
-
-    `data_args`: defaults to the DistillationTrainer's own. `curves_png`: the training-curves image, when drawn.
+    """The card's facts for a trained `transformers.Trainer`; `DistillationTrainer.create_model_card` passes what
+    only it knows: its `data_args` and `teacher_source`, the teacher it actually loaded (the arguments name the
+    default teacher even when a module was passed). `curves_png`: the training-curves image, when drawn.
     The last evaluation in the log is the one reported (the final model's, when evaluated last).
     """
     args, config = trainer.args, trainer.model.config
-    teacher_source = None
-    if isinstance(trainer, DistillationTrainer):
-        data_args = data_args if data_args is not None else trainer.data_args
-        # What the trainer actually loaded wins over the args, which name the default teacher even when a module
-        # was passed; set by the trainer only when it resolved a teacher.
-        teacher_source = getattr(trainer, "teacher_source", None)
     run = read_run_arguments(args, data_args)
-    history = trainer.state.log_history
-    last_eval = next((entry for entry in reversed(history) if head_metrics(entry)), {})
+    last_eval = next((entry for entry in reversed(trainer.state.log_history) if head_metrics(entry)), {})
     return ModelCardFacts(
         architecture=ArchitectureFacts.of(config),
         repo_id=args.hub_model_id or Path(args.output_dir).name,
@@ -130,13 +126,18 @@ def gather_card_facts(
     )
 
 
-def model_card_from_trainer(trainer: Trainer, data_args: DataArguments | None = None) -> ModelCard:
-    """The card for a finished `DistillationTrainer` (a plain `transformers.Trainer` works too); on the main process
-    it also writes `training_curves.png` into `output_dir` when the log has losses or eval top-1."""
+def model_card_from_trainer(
+    trainer: Trainer, data_args: DataArguments | None = None, teacher_source: str | None = None
+) -> ModelCard:
+    """The card for a finished trainer (`gather_card_facts` rendered by hf_deit.hub.model_card); on the main process
+    it also writes `training_curves.png` into `output_dir` when the log has losses or eval top-1.
+
+    For a `DistillationTrainer` call `trainer.create_model_card()`, which passes its data arguments and teacher.
+    """
     curves = None
     if trainer.args.should_save:
         curves = plot_training_curves(trainer.state.log_history, Path(trainer.args.output_dir) / CURVES_FILENAME)
-    facts = gather_card_facts(trainer, data_args, curves_png=CURVES_FILENAME if curves else None)
+    facts = gather_card_facts(trainer, data_args, teacher_source, curves_png=CURVES_FILENAME if curves else None)
     return render_model_card(facts)
 
 

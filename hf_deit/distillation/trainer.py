@@ -538,7 +538,9 @@ class DistillationTrainer(Trainer):
             return
         from .card_facts import model_card_from_trainer
 
-        model_card_from_trainer(self).save(os.path.join(self.args.output_dir, "README.md"))
+        # teacher_source is set only when a teacher was resolved (not with distillation_type "none").
+        card = model_card_from_trainer(self, self.data_args, getattr(self, "teacher_source", None))
+        card.save(os.path.join(self.args.output_dir, "README.md"))
 
 
 __all__ = ["DistillationTrainer", "prepare_student", "NO_WEIGHT_DECAY"]
