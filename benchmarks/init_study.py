@@ -1,15 +1,15 @@
 """Why hf_deit's student trailed timm's TokenDistillationTask in the CIFAR-10 table: initialisation or loop?
 
-    .venv/bin/python benchmarks/init_study.py ours:0 ours:1 ours:2 conv_default:0 conv_default:1 conv_default:2 \
+    .venv/bin/python -m benchmarks.init_study ours:0 ours:1 ours:2 conv_default:0 conv_default:1 conv_default:2 \
         timm_init:0 timm_init:1 timm_init:2 peer:0 peer:1 peer:2
 
-Each `variant:seed` trains the table's "hard + distillation token" student (examples/reproduce_table.py defaults:
+Each `variant:seed` trains the table's "hard + distillation token" student (experiments/reproduce_table.py defaults:
 CIFAR-10 subset 500/200 per class, 32 px, width 96, depth 4, 6 epochs, its CNN teacher, which must exist under
 runs/reproduce_table, e.g. from running the table first) and prints the final top-1 per head:
   ours          hf_deit's initialisation at the time (trunc-normal 0.02 for the patch-embedding conv too)
   conv_default  the same, with the patch-embedding conv re-initialised by nn.Conv2d.reset_parameters()
   timm_init     timm's VisionTransformerDistilled initialisation (same seed), converted into hf_deit, our trainer
-  peer          timm's model + TokenDistillationTask in reproduce_table's plain loop
+  peer          timm's model + TokenDistillationTask in the table's plain loop (experiments/timm_peer.py)
 Since the change this study motivated, hf_deit's own init *is* conv_default, so `ours` now equals it.
 Results go to runs/init_study/<variant>_s<seed>/result.json (finished ones are skipped).
 """
@@ -21,20 +21,21 @@ import sys
 import time
 from pathlib import Path
 
+import timm
+import torch
+
+from experiments import runner
+from experiments.configurations import CONFIGURATIONS, TableArguments
+from experiments.timm_peer import train_timm_peer
+from hf_deit.hub.convert import from_timm
+
 REPO_ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO_ROOT / "examples"))
-
-import timm  # noqa: E402
-import torch  # noqa: E402
-
-import reproduce_table as table  # noqa: E402
-from hf_deit.hub.convert import from_timm  # noqa: E402
 
 VARIANTS = ("ours", "conv_default", "timm_init", "peer")
 
 
-def student_factory(variant: str, seed: int, args: table.TableArguments, model_class):
-    """Replaces reproduce_table's model class: builds the student, then re-initialises it as `variant` says."""
+def student_factory(variant: str, seed: int, args: TableArguments, model_class):
+    """Replaces the table runner's model class: builds the student, then re-initialises it as `variant` says."""
 
     def build(config):
         model = model_class(config)
@@ -56,11 +57,11 @@ def student_factory(variant: str, seed: int, args: table.TableArguments, model_c
 def main() -> None:
     specs = [spec.split(":") for spec in sys.argv[1:]]
     if not specs or any(len(s) != 2 or s[0] not in VARIANTS or not s[1].isdigit() for s in specs):
-        raise SystemExit(f"usage: init_study.py VARIANT:SEED ... with VARIANT in {VARIANTS}")
-    args = table.TableArguments(output_dir=str(REPO_ROOT / "runs" / "reproduce_table"), configurations=["hard_token"])
-    data_args = table.data_arguments(args, table.balanced_subset(args))
-    data = tuple(table.build_datasets(data_args, seed=0))
-    model_class = table.DeiTForImageClassification
+        raise SystemExit(f"usage: python -m benchmarks.init_study VARIANT:SEED ... with VARIANT in {VARIANTS}")
+    args = TableArguments(output_dir=str(REPO_ROOT / "runs" / "reproduce_table"), configurations=["hard_token"])
+    data_args = runner.data_arguments(args, runner.balanced_subset(args))
+    data = tuple(runner.build_datasets(data_args, seed=0))
+    model_class = runner.DeiTForImageClassification
     for variant, seed in ((v, int(s)) for v, s in specs):
         run_dir = REPO_ROOT / "runs" / "init_study" / f"{variant}_s{seed}"
         if (run_dir / "result.json").is_file():
@@ -69,13 +70,13 @@ def main() -> None:
             run_dir.mkdir(parents=True, exist_ok=True)
             start = time.perf_counter()
             if variant == "peer":
-                result = table.train_timm_peer(args, "timm_hard_token", data, data_args, run_dir, seed)
+                result = train_timm_peer(args, CONFIGURATIONS["timm_hard_token"], data, data_args, run_dir, seed)
             else:
-                table.DeiTForImageClassification = student_factory(variant, seed, args, model_class)
+                runner.DeiTForImageClassification = student_factory(variant, seed, args, model_class)
                 try:
-                    result = table.train_hf_deit(args, "hard_token", data, data_args, run_dir, seed)
+                    result = runner.train_hf_deit(args, "hard_token", data, data_args, run_dir, seed)
                 finally:
-                    table.DeiTForImageClassification = model_class
+                    runner.DeiTForImageClassification = model_class
             result["wall_s"] = round(time.perf_counter() - start, 1)
             (run_dir / "result.json").write_text(json.dumps(result, indent=1))
         print(f"{variant:13s} seed {seed}: " + ", ".join(f"{h} {v:.2f}" for h, v in result["top1"].items()), flush=True)

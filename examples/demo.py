@@ -83,7 +83,7 @@ def run(command: list[str]) -> None:
 # a from-scratch ViT given ~1,000 steps on 4,000 digits learns far too slowly under it. Measured with this student
 # (20 epochs or fewer): Mixup/CutMix + RandAugment 29% top-1 after 4 epochs; padded crops + random erasing 35% after
 # 6; neither 85% after 6 and 90.5% after 20. Kept: label smoothing 0.1 and the distillation itself. Also off:
-# horizontal flips (they turn some digits into others) and repeated augmentation. examples/reproduce_table.py and
+# horizontal flips (they turn some digits into others) and repeated augmentation. experiments/reproduce_table.py and
 # docs/results.md measure the recipe's parts on CIFAR-10.
 DATA_FLAGS = ["--image_size", "28", "--eval_split", "test", "--hflip", "0", "--repeated_aug", "1",
               "--mixup", "0", "--cutmix", "0", "--auto_augment", "none", "--small_image_padding", "0",

@@ -1,4 +1,4 @@
-"""The `hf-deit` command: convert | shard | predict | evaluate | analyze | cache-teacher.
+"""The `hf-deit` command: convert | shard | predict | analyze | cache-teacher.
 
     hf-deit convert --from timm deit_tiny_distilled_patch16_224 ./deit-tiny   # timm name, .pth/.safetensors path
     hf-deit convert --from official deit_small_distilled_patch16_224-649709d9.pth ./deit-small

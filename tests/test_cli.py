@@ -25,7 +25,8 @@ def cli(*args: str, cwd: Path) -> subprocess.CompletedProcess:
 
 @pytest.fixture(scope="module")
 def teacher_folder(tmp_path_factory) -> Path:
-    """A timm folder exactly as examples/train_teacher.py saves it (timm's save_for_hf, 3 CIFAR-like classes)."""
+    """A timm folder as timm's save_for_hf writes it (3 CIFAR-like classes; num_classes repeated in model_args, as in
+    teacher folders from examples/train_teacher.py before it dropped that copy)."""
     torch.manual_seed(0)
     model = timm.create_model("resnet18", pretrained=False, num_classes=3)
     folder = tmp_path_factory.mktemp("teacher")

@@ -97,6 +97,73 @@ def test_teacher_folder_is_timm_format_and_loads_as_teacher(teacher_run):
         torch.testing.assert_close(teacher(x), model(x))
 
 
+def load_train_teacher():
+    """examples/train_teacher.py as a module (an example script, not part of the package)."""
+    import importlib.util
+
+    if "train_teacher" not in sys.modules:
+        spec = importlib.util.spec_from_file_location("train_teacher", REPO_ROOT / "examples" / "train_teacher.py")
+        module = importlib.util.module_from_spec(spec)
+        sys.modules["train_teacher"] = module  # dataclasses look their module up while the class is built
+        spec.loader.exec_module(module)
+    return sys.modules["train_teacher"]
+
+
+def test_teacher_folder_loads_with_transformers_timm_wrapper(teacher_run):
+    """timm's save_for_hf repeats num_classes inside model_args, which transformers' TimmWrapper cannot take; the
+    script drops it there, and timm (hf_deit's loader) still builds 10 classes from the root num_classes."""
+    import timm
+    from transformers import AutoModelForImageClassification
+
+    folder, _ = teacher_run
+    config = json.loads((folder / "config.json").read_text())
+    assert "num_classes" not in config.get("model_args", {})
+    wrapper = AutoModelForImageClassification.from_pretrained(folder).eval()
+    model = timm.create_model(f"local-dir:{folder}", pretrained=True).eval()
+    assert [wrapper.config.id2label[i] for i in range(10)] == list(CIFAR10) and model.num_classes == 10
+    x = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        torch.testing.assert_close(wrapper(x).logits, model(x))
+    record = json.loads((folder / "eval_results.json").read_text())
+    assert record["curve"] == [[1, record["eval_top1"]]] and record["params"] == sum(
+        p.numel() for p in model.parameters())
+    assert "no weight decay on norms and biases" in record["optimizer"]
+
+
+def test_teacher_optimizer_skips_norms_and_biases_and_schedule_is_cosine():
+    module = load_train_teacher()
+    args = module.TeacherArguments(model_name="resnet10t", epochs=2, learning_rate=1e-3, weight_decay=0.05,
+                                   warmup_epochs=1)
+    model, optimizer, scheduler = module.build_model(args, num_classes=10, steps_per_epoch=4)
+    decayed = {id(p) for group in optimizer.param_groups if group["weight_decay"] > 0 for p in group["params"]}
+    for name, parameter in model.named_parameters():
+        assert (id(parameter) in decayed) == (parameter.ndim > 1), name  # conv/linear weights only
+    lrs = []
+    for _ in range(8):
+        lrs.append(scheduler.get_last_lr()[0])
+        optimizer.step()
+        scheduler.step()
+    # transformers' cosine: linear warm-up over 4 steps from 0, then half a cosine to 0 over the other 4
+    assert lrs[:5] == pytest.approx([0.0, 2.5e-4, 5e-4, 7.5e-4, 1e-3])
+    assert lrs[6] == pytest.approx(5e-4) and scheduler.get_last_lr()[0] == pytest.approx(0.0)
+
+
+def test_teacher_mixes_in_the_training_step():
+    from hf_deit.data import DataArguments
+
+    module = load_train_teacher()
+    torch.manual_seed(0)
+    labels = torch.tensor([0, 1, 2, 3])
+    pixels = torch.randn(4, 3, 8, 8)
+    mix = module.batch_mixing(DataArguments(mixup=0.8, cutmix=0.0, label_smoothing=0.1), num_classes=10)
+    mixed, targets = mix(pixels.clone(), labels)
+    assert targets.shape == (4, 10) and torch.allclose(targets.sum(-1), torch.ones(4))
+    assert not torch.equal(mixed, pixels)  # Mixup blended the images
+    plain = module.batch_mixing(DataArguments(mixup=0.0, cutmix=0.0, label_smoothing=0.1), num_classes=10)
+    same, smoothed = plain(pixels.clone(), labels)
+    assert torch.equal(same, pixels) and smoothed[0, 0] == pytest.approx(0.91) and smoothed[0, 1] == pytest.approx(0.01)
+
+
 def test_distillation_loss_falls(student_run):
     folder, _ = student_run
     history = json.loads((folder / "trainer_state.json").read_text())["log_history"]

@@ -1,12 +1,12 @@
-"""examples/reproduce_table.py at its --smoke budget (10 train / 5 eval images per class of ../shared/data/cifar10,
-1 epoch, depth-1 models, 2 seeds): every configuration runs, timm's TokenDistillationTask peer included, students
-once per seed, and the page, PNG and json are written from the same figures. A second call reuses the finished runs instead of training again.
-The figures themselves are meaningless at this budget; docs/results.md holds the real run.
+"""experiments/reproduce_table.py (`python -m experiments.reproduce_table`) at its --smoke budget (10 train / 5 eval
+images per class of ../shared/data/cifar10, 1 epoch, depth-1 models, 2 seeds): every configuration runs, timm's
+TokenDistillationTask peer included, students once per seed, and the page, PNG and json are written from the same
+figures. A second call reuses the finished runs instead of training again. The figures themselves are meaningless
+at this budget; docs/results.md holds the real run.
 """
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import math
 import os
@@ -18,25 +18,18 @@ from pathlib import Path
 
 import pytest
 
+from experiments.configurations import CONFIGURATIONS, DEFAULT_CONFIGURATIONS, TableArguments
+from experiments.report import KEPT_MARKER, _verdict, render_page, seed_noise, write_page
+from experiments.runner import balanced_subset, summarize
+
 REPO_ROOT = Path(__file__).resolve().parents[1]
-SCRIPT = REPO_ROOT / "examples" / "reproduce_table.py"
-
-
-def load_script():
-    """The example as a module (it is a script, not part of the package)."""
-    if "reproduce_table" not in sys.modules:
-        spec = importlib.util.spec_from_file_location("reproduce_table", SCRIPT)
-        module = importlib.util.module_from_spec(spec)
-        sys.modules["reproduce_table"] = module  # dataclasses look their module up while the class is built
-        spec.loader.exec_module(module)
-    return sys.modules["reproduce_table"]
 
 
 def run_script(*args: str) -> str:
     env = {**os.environ, "PYTHONPATH": str(REPO_ROOT), "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1",
            "TRANSFORMERS_OFFLINE": "1", "OMP_NUM_THREADS": "2", "MPLBACKEND": "Agg"}
-    result = subprocess.run([sys.executable, str(SCRIPT), *args], cwd=REPO_ROOT, env=env, capture_output=True,
-                            text=True, timeout=600)
+    result = subprocess.run([sys.executable, "-m", "experiments.reproduce_table", *args], cwd=REPO_ROOT, env=env,
+                            capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, f"reproduce_table.py failed:\n{result.stdout[-3000:]}\n{result.stderr[-5000:]}"
     return result.stdout
 
@@ -57,7 +50,7 @@ def test_every_configuration_has_finite_accuracies(smoke_run):
     out, _, _ = smoke_run
     report = json.loads((out / "docs" / "results_cifar10.json").read_text())
     names = [run["name"] for run in report["runs"]]
-    assert sorted(names) == sorted(load_script().DEFAULT_CONFIGURATIONS)
+    assert sorted(names) == sorted(DEFAULT_CONFIGURATIONS)
     for run in report["runs"]:
         heads = ("fused", "cls", "distillation") if run["token"] else ("fused",)
         seeds = [0] if run["role"] == "teacher" else [0, 1]  # --smoke keeps the first two seeds
@@ -111,14 +104,39 @@ def test_page_and_png_are_written_from_the_json(smoke_run):
 def test_second_call_reuses_finished_runs(smoke_run):
     out, first, second = smoke_run
     assert "reusing" not in first
-    module = load_script()
-    runs = sum(1 if module.CONFIGURATIONS[name][1] == "teacher" else 2 for name in module.DEFAULT_CONFIGURATIONS)
+    runs = sum(1 if CONFIGURATIONS[name].role == "teacher" else 2 for name in DEFAULT_CONFIGURATIONS)
     assert second.count("reusing") == runs
     assert "] top-1" in first and "] top-1" not in second  # printed after each run that trained
 
 
+def test_teacher_figures_come_from_train_teachers_json(smoke_run):
+    """The CNN teacher's curve and recipe are read from examples/train_teacher.py's eval_results.json."""
+    out, _, _ = smoke_run
+    record = json.loads((out / "runs" / "teacher_cnn" / "model" / "eval_results.json").read_text())
+    report = json.loads((out / "docs" / "results_cifar10.json").read_text())
+    teacher = next(run for run in report["runs"] if run["name"] == "teacher_cnn")
+    assert teacher["curve"] == record["curve"] and teacher["top1"]["fused"] == record["eval_top1"]
+    assert teacher["optimizer"] == record["optimizer"] and "no weight decay on norms" in record["optimizer"].lower()
+    assert record["optimizer"] in (out / "docs" / "results.md").read_text()
+
+
+def test_committed_page_is_the_rendering_of_the_committed_json(tmp_path):
+    """docs/results.md above KEPT_MARKER is exactly what the template makes of docs/results_cifar10.json, and a
+    rewrite keeps everything below the marker."""
+    docs = REPO_ROOT / "docs"
+    report = json.loads((docs / "results_cifar10.json").read_text())
+    committed = (docs / "results.md").read_text()
+    generated, marker, kept = committed.partition(KEPT_MARKER)
+    assert marker and generated == render_page(report, "results_cifar10.png") + "\n"
+    page = tmp_path / "results.md"
+    page.write_text("an older generated page\n\n" + KEPT_MARKER + kept)
+    assert write_page(report, page, "results_cifar10.png").read_text() == committed
+    fresh = write_page(report, tmp_path / "fresh.md", "results_cifar10.png").read_text()
+    assert KEPT_MARKER not in fresh and fresh == generated[:-1]
+
+
 def test_verdicts_compare_against_the_seed_noise():
-    verdict = load_script()._verdict
+    verdict = _verdict
     assert "**holds**" in verdict("a beats b", 60.0, 55.0, noise=1.0)
     assert "**within noise**" in verdict("a beats b", 55.5, 55.0, noise=1.0)
     assert "**does not hold at this scale**" in verdict("a beats b", 50.0, 55.0, noise=1.0)
@@ -126,8 +144,7 @@ def test_verdicts_compare_against_the_seed_noise():
 
 
 def test_seed_noise_pools_the_students_seed_variances():
-    module = load_script()
-    runs = [module.summarize([{"name": name, "label": name, "role": role, "distillation": "none", "teacher": None,
+    runs = [summarize([{"name": name, "label": name, "role": role, "distillation": "none", "teacher": None,
                                "token": False, "epochs": 1, "params": 1, "architecture": "x", "seed": seed,
                                "top1": {"fused": value}, "curve": [[1, value]], "wall_s": 1.0}
                               for seed, value in enumerate(values)])
@@ -135,36 +152,34 @@ def test_seed_noise_pools_the_students_seed_variances():
                                        ("t", "teacher", [50.0, 90.0]))]
     assert runs[0]["top1"]["fused"] == 11.0 and runs[0]["top1_std"]["fused"] == pytest.approx(2 ** 0.5)
     # pooled: (1 x 2 + 2 x 3) / (1 + 2) = 8/3; teachers do not count
-    assert module.seed_noise(runs) == pytest.approx((8 / 3) ** 0.5)
-    assert module.seed_noise(runs[2:]) == 0.0
+    assert seed_noise(runs) == pytest.approx((8 / 3) ** 0.5)
+    assert seed_noise(runs[2:]) == 0.0
 
 
 def test_teachers_run_before_their_students():
-    module = load_script()
-    args = module.TableArguments(configurations=["hard_token_vit", "no_distillation"], output_dir="unused")
+    args = TableArguments(configurations=["hard_token_vit", "no_distillation"], output_dir="unused")
     assert args.configurations == ["teacher_vit", "hard_token_vit", "no_distillation"]
-    args = module.TableArguments(configurations=["timm_hard_token", "teacher_cnn"], output_dir="unused")
+    args = TableArguments(configurations=["timm_hard_token", "teacher_cnn"], output_dir="unused")
     assert args.configurations == ["teacher_cnn", "timm_hard_token"]
     with pytest.raises(ValueError, match="unknown configurations"):
-        module.TableArguments(configurations=["hard_token", "mystery"])
+        TableArguments(configurations=["hard_token", "mystery"])
 
 
 def test_balanced_subset_takes_every_class(tmp_path):
-    module = load_script()
     source = tmp_path / "src"
     for split in ("train", "test"):
         for name in ("a", "b", "c"):
             (source / split / name).mkdir(parents=True)
             for index in range(4):
                 (source / split / name / f"{index}.jpg").write_bytes(b"x")
-    args = module.TableArguments(dataset_name=str(source), train_per_class=2, eval_per_class=1,
+    args = TableArguments(dataset_name=str(source), train_per_class=2, eval_per_class=1,
                                  output_dir=str(tmp_path / "out"))
-    folder = module.balanced_subset(args)
+    folder = balanced_subset(args)
     assert sorted(p.name for p in (folder / "train" / "b").iterdir()) == ["0.jpg", "1.jpg"]
     assert [len(list((folder / "test" / n).iterdir())) for n in ("a", "b", "c")] == [1, 1, 1]
     args.train_per_class = 5
     with pytest.raises(ValueError, match="fewer than the 5"):
-        module.balanced_subset(args)
+        balanced_subset(args)
 
 
 @pytest.mark.parametrize("distill_type, alpha, tau", [("hard", 0.5, 1.0), ("soft", 0.1, 3.0)])
@@ -209,8 +224,8 @@ def test_peer_task_computes_the_same_objective_as_ours(distill_type, alpha, tau)
 
 def test_our_trainer_and_timms_loop_take_the_same_steps(tmp_path):
     """Same initial weights, teacher and batches: after 4 optimizer steps (warmup then cosine, AdamW with timm's
-    no-decay groups, hard distillation with the token) the DistillationTrainer and reproduce_table's plain loop around
-    timm's TokenDistillationTask hold the same parameters. So a gap between the two table rows is initialisation or
+    no-decay groups, hard distillation with the token) the DistillationTrainer and experiments/timm_peer.py's plain
+    loop around timm's TokenDistillationTask hold the same parameters. So a gap between the two table rows is initialisation or
     randomness, not the loop."""
     import copy
 
