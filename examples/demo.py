@@ -140,8 +140,9 @@ def main() -> None:
         print(f"  DeiT student, {head + ' head':<17}{results[f'eval_{head}_top1']:6.2f}%")
     print(f"  pipeline on the {len(samples)} digits above: {correct}/{len(samples)} correct")
     print(f"\nModel, image processor, model card and training curves: {student}")
-    print(f"Publish it: python -c \"import hf_deit; from transformers import AutoModelForImageClassification; "
-          f"AutoModelForImageClassification.from_pretrained('{student}').push_to_hub('<you>/deit-mnist')\"")
+    print(f"Publish it: python -c \"from hf_deit import DeiTForImageClassification; "
+          f"from hf_deit.hub.model_card import push_model_to_hub; "
+          f"push_model_to_hub(DeiTForImageClassification.from_pretrained('{student}'), '<you>/deit-mnist')\"")
     print(f"Done in {time.time() - started:.0f} s.")
 
 

@@ -69,7 +69,7 @@ _LAZY = {
     "load_accuracy_metric": "distillation.metrics",
     "DeiTImageClassificationPipeline": "inference",
     "build_model_card": "hub.model_card",
-    "model_card_from_trainer": "hub.model_card",
+    "model_card_from_trainer": "distillation.card_facts",
     "push_model_to_hub": "hub.model_card",
     "DeiTTrainingArguments": "distillation.arguments",
     "StudentArguments": "distillation.arguments",

@@ -86,3 +86,15 @@ def test_intermediate_size_from_transformers_configs_and_round_trip():
 def test_softmax_mean_fusion_needs_class_probabilities():
     with pytest.raises(ValueError, match="fusion='softmax_mean' averages class probabilities"):
         DeiTConfig(fusion="softmax_mean", problem_type="regression", num_labels=1)
+
+
+def test_preset_names():
+    """One preset lookup (DeiTConfig.find_preset / preset_name) serves the model card and the converters."""
+    assert DeiTConfig.from_preset("deit_base_patch16_384").preset_name() == "deit_base_patch16_384"
+    # The architecture defines the preset; resolution and labels may differ (CIFAR fine-tunes).
+    cifar = DeiTConfig.from_preset("deit_tiny_distilled_patch16_224", image_size=32, num_labels=10)
+    assert cifar.preset_name() == "deit_tiny_distilled_patch16_224"
+    assert DeiTConfig.from_preset("deit_tiny_patch16_224", num_hidden_layers=2).preset_name() is None
+    found = DeiTConfig.find_preset(hidden_size=768, use_distillation_token=True, patch_size=16, image_size=384)
+    assert found == "deit_base_distilled_patch16_384"
+    assert DeiTConfig.find_preset(hidden_size=768, use_distillation_token=True, image_size=32) is None

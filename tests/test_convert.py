@@ -15,6 +15,7 @@ from hf_deit.hub.convert import (
     from_official,
     from_timm,
     from_transformers,
+    load_checkpoint,
     to_timm,
     to_transformers,
 )
@@ -120,6 +121,26 @@ def test_from_official_pth(tmp_path):
     out = convert_cli("official", str(path), tmp_path / "out")
     with torch.no_grad():
         assert_close(transformers.AutoModelForImageClassification.from_pretrained(out)(x).logits, timm_model(x))
+
+
+def test_training_checkpoint_layouts(tmp_path):
+    """The paper's training checkpoints ({"model", "model_ema", "optimizer", "args": Namespace}) load with
+    weights_only (timm's loader allows the Namespace) and give the non-EMA weights; compiled/DDP prefixes go."""
+    import argparse
+
+    timm_model = timm_deit("deit_tiny_patch16_224", depth=1)
+    state_dict = timm_model.state_dict()
+    ema = {k: torch.zeros_like(v) for k, v in state_dict.items()}
+    path = tmp_path / "checkpoint.pth"
+    torch.save({"model": state_dict, "model_ema": ema, "epoch": 3, "args": argparse.Namespace(lr=1e-3)}, path)
+    loaded = load_checkpoint(path)
+    assert loaded.keys() == state_dict.keys() and all(torch.equal(loaded[k], state_dict[k]) for k in state_dict)
+    compiled = {f"_orig_mod.module.{k}": v for k, v in state_dict.items()}
+    assert from_timm({"state_dict": compiled, "epoch": 3}).state_dict().keys() == from_timm(state_dict).state_dict().keys()
+    with pytest.raises(FileNotFoundError, match="No checkpoint file"):
+        load_checkpoint(tmp_path / "missing.pth")
+    with pytest.raises(TypeError, match="Expected a state dict"):
+        from_timm([1, 2])
 
 
 def test_bad_checkpoints_fail_with_a_reason(tmp_path):

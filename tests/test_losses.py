@@ -120,3 +120,20 @@ def test_clear_errors():
         DistillationLoss("hard")(outputs(), torch.zeros(B, dtype=torch.long))
     with pytest.raises(ValueError, match="teacher must predict"):
         DistillationLoss("hard")(outputs(), torch.zeros(B, dtype=torch.long), torch.randn(B, C + 1))
+
+
+@pytest.mark.parametrize("classes", [10, 1000])
+def test_soft_target_cross_entropy_equals_the_formula_within_fp32_rounding(classes):
+    """Soft targets go through F.cross_entropy's probability targets; the value is timm's SoftTargetCrossEntropy
+    formula, mean_b sum_c -t_bc log_softmax(x)_bc, up to fp32 rounding (checked against float64)."""
+    generator = torch.Generator().manual_seed(classes)
+    logits = 8 * torch.randn(64, classes, generator=generator)  # peaked, like a trained head
+    ids = torch.randint(0, classes, (2, 64), generator=generator)
+    smooth = [F.one_hot(i, classes) * 0.9 + 0.1 / classes for i in ids]
+    targets = 0.7 * smooth[0] + 0.3 * smooth[1]  # what Mixup (lambda 0.7) with label smoothing 0.1 gives
+    ours = DistillationLoss("none").base_loss(logits, targets)
+    exact = -(targets.double() * torch.log_softmax(logits.double(), 1)).sum(1).mean()
+    formula_fp32 = -(targets * torch.log_softmax(logits, 1)).sum(1).mean()
+    assert ours.dtype == torch.float32
+    assert abs(float(ours) - float(exact)) <= 4 * torch.finfo(torch.float32).eps * float(exact)
+    assert abs(float(formula_fp32) - float(exact)) <= 4 * torch.finfo(torch.float32).eps * float(exact)

@@ -17,14 +17,15 @@ from huggingface_hub import HfApi, ModelCard
 from huggingface_hub.repocard_data import eval_results_to_model_index, model_index_to_eval_results
 from transformers import Trainer, TrainingArguments
 
-from hf_deit import DeiTConfig, DeiTForImageClassification, image_processor_for
+from hf_deit import DataArguments, DeiTConfig, DeiTForImageClassification, image_processor_for
+from hf_deit.distillation.card_facts import gather_card_facts, model_card_from_trainer
 from hf_deit.hub.model_card import (
     build_model_card,
     count_parameters,
     head_metrics,
-    model_card_from_trainer,
     plot_training_curves,
     push_model_to_hub,
+    render_model_card,
 )
 
 TINY = dict(image_size=32, patch_size=8, hidden_size=32, num_hidden_layers=1, num_attention_heads=2, num_labels=4)
@@ -172,8 +173,7 @@ def test_model_card_from_plain_trainer(tmp_path):
     trainer = Trainer(model=model, args=args, train_dataset=RandomImages(32, 4), eval_dataset=RandomImages(16, 4),
                       compute_metrics=top_k_metrics)
     trainer.train()
-    trainer.data_args = type("DataArgs", (), {"dataset_name": "uoft-cs/cifar10", "eval_split": "test"})()
-    card = model_card_from_trainer(trainer)
+    card = model_card_from_trainer(trainer, data_args=DataArguments(dataset_name="uoft-cs/cifar10", eval_split="test"))
     last = [e for e in trainer.state.log_history if "eval_fused_top1" in e][-1]
     assert {r.metric_name: r.metric_value for r in card.data.eval_results}["top-1 (fused)"] == round(
         last["eval_fused_top1"], 2
@@ -241,10 +241,21 @@ def test_push_model_to_hub_uploads_everything(monkeypatch, tmp_path):
     assert "top-1 (fused)" in seen["readme"]
 
 
-def test_model_push_to_hub(monkeypatch):
-    seen = capture_hub(monkeypatch)
-    DeiTForImageClassification(DeiTConfig(**TINY)).push_to_hub("someone/tiny-deit")
-    assert UPLOAD <= set(seen["files"]) and "pmlr-v139-touvron21a" in seen["readme"]
+def test_model_class_does_not_import_the_publishing_layer():
+    """The model files travel as remote code and import nothing of hf_deit: the model keeps transformers' own
+    push_to_hub (a generic card), and the card comes with `push_model_to_hub` or the trainer's push_to_hub."""
+    import ast
+
+    import hf_deit.models as models
+    from transformers import PreTrainedModel
+
+    assert DeiTForImageClassification.push_to_hub is PreTrainedModel.push_to_hub
+    for path in Path(models.__file__).parent.glob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom):
+                assert node.level <= 1 and not (node.module or "").startswith("hf_deit"), (path.name, node.module)
+            if isinstance(node, ast.Import):
+                assert not any(alias.name.startswith("hf_deit") for alias in node.names), path.name
 
 
 def test_trainer_push_to_hub_uploads_run_folder(monkeypatch, tmp_path):
@@ -289,3 +300,61 @@ def test_fine_tuned_student_card_names_its_base_model(tmp_path):
     assert header(model_card_from_trainer(trainer))["base_model"] == "someone/deit-tiny-base"
     from_scratch = Trainer(model=DeiTForImageClassification(DeiTConfig(**TINY)), args=args)
     assert "base_model" not in header(model_card_from_trainer(from_scratch))
+
+
+def test_trainer_facts_are_plain_values_and_render_the_saved_card(tmp_path):
+    """DistillationTrainer.create_model_card = the facts gathered from the run, rendered by the template: the facts
+    are plain values (JSON-serialisable), local paths reduced to folder names."""
+    import dataclasses
+    import json
+
+    from hf_deit import DeiTTrainingArguments
+    from hf_deit.distillation.trainer import DistillationTrainer
+    from hf_deit.hub.model_card import Reference
+
+    teacher_dir = tmp_path / "my-teacher"
+    teacher_dir.mkdir()
+    teacher = torch.nn.Sequential(torch.nn.AdaptiveAvgPool2d(4), torch.nn.Flatten(), torch.nn.Linear(3 * 16, 4))
+    args = DeiTTrainingArguments(
+        output_dir=str(tmp_path / "run"), max_steps=4, per_device_train_batch_size=8, report_to=[], use_cpu=True,
+        distillation_type="hard", teacher_name_or_path=str(teacher_dir), warmup_epochs=0, scale_lr=False,
+    )
+    data_args = DataArguments(dataset_name=str(tmp_path), eval_split="test", image_size=32, mixup=0.0, cutmix=0.0)
+    trainer = DistillationTrainer(model=DeiTForImageClassification(DeiTConfig(**TINY)), args=args, teacher=teacher,
+                                  data_args=data_args, train_dataset=RandomImages(32, 4))
+    trainer.state.log_history = [{"step": 1, "loss": 2.0}, {"step": 4, **METRICS}]
+    facts = gather_card_facts(trainer, trainer.data_args, trainer.teacher_source)
+    json.dumps(dataclasses.asdict(facts))  # plain values only: no config, trainer or argument objects
+    assert facts.dataset == Reference(tmp_path.name, local=True) and facts.train_examples == 32
+    assert facts.teacher == Reference("Sequential") and facts.distillation_type == "hard"
+    assert facts.results["fused"] == {"top1": 61.23, "top5": 97.5} and facts.recipe["steps"] == 4
+    assert facts.recipe["mixup alpha"] == 0.0 and facts.recipe["RandAugment"] == "rand-m9-mstd0.5-inc1"
+    trainer.create_model_card()
+    saved = (tmp_path / "run" / "README.md").read_text()
+    assert saved == str(render_model_card(dataclasses.replace(facts, curves_png="training_curves.png")))
+    assert f"local folder `{tmp_path.name}`" in saved and str(tmp_path.parent) not in saved
+
+
+def test_example_card_is_what_the_template_renders():
+    """model_cards/example_cifar10_distilled.md (a real run's card, model_cards/README.md) is exactly what the
+    template renders from that run's facts: the example shows the current wording and layout."""
+    from hf_deit import __version__
+    from hf_deit.hub.model_card import ArchitectureFacts, ModelCardFacts, Reference
+
+    config = DeiTConfig(image_size=32, patch_size=4, hidden_size=96, num_hidden_layers=4, num_attention_heads=3,
+                        num_labels=10, crop_pct=1.0)
+    recipe = {"epochs": 8.0, "batch size (total)": 64, "optimizer": "adamw_torch_fused", "learning rate": 0.001,
+              "weight decay": 0.05, "lr schedule": "cosine", "warmup epochs": 1.0, "image size": 32, "RandAugment": "off",
+              "mixup alpha": 0.0, "cutmix alpha": 0.0, "label smoothing": 0.1, "random erasing": 0.25,
+              "repeated augmentation": 1, "drop path": 0.1}
+    facts = ModelCardFacts(
+        architecture=ArchitectureFacts.of(config), repo_id="deit-tiny-cifar10-2k",
+        dataset=Reference("cifar10-2k", local=True), train_examples=2000, distillation_type="hard",
+        teacher=Reference("teacher", local=True), alpha=0.5, recipe=recipe, eval_split="test",
+        results={"fused": {"top1": 33.0, "top5": 84.2}, "cls": {"top1": 31.4, "top5": 85.2},
+                 "distillation": {"top1": 33.8, "top5": 83.4}},
+        curves_png="training_curves.png",
+    )
+    example = Path(__file__).parent.parent / "model_cards" / "example_cifar10_distilled.md"
+    expected = example.read_text().replace("hf_deit 0.1.0.", f"hf_deit {__version__}.")
+    assert str(render_model_card(facts)).strip() == expected.strip()

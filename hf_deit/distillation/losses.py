@@ -4,7 +4,8 @@
 
 base: cross-entropy of the cls head against the labels. Labels are class ids (batch,) -> label-smoothed CE, or
     soft targets (batch, classes) from Mixup/CutMix (which already fold label smoothing in) -> soft-target CE,
-    sum_c -target_c * log_softmax(logits)_c averaged over the batch (timm's SoftTargetCrossEntropy).
+    sum_c -target_c * log_softmax(logits)_c averaged over the batch (timm's SoftTargetCrossEntropy; torch's
+    `F.cross_entropy` with probability targets).
 distillation, on the distillation head (the cls head for plain DeiT, which has only one):
     "hard": CE against the teacher's argmax, no label smoothing (as the paper's code).
     "soft": tau^2 * KL(softmax(teacher / tau) || softmax(student / tau)), summed over classes and averaged over
@@ -29,11 +30,6 @@ from torch import nn
 from ..models.modeling_deit import DeiTImageClassificationOutput
 
 DISTILLATION_TYPES = ("none", "soft", "hard")
-
-
-def soft_target_cross_entropy(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-    """mean_b sum_c -targets[b, c] * log_softmax(logits)[b, c] (timm's SoftTargetCrossEntropy)."""
-    return torch.sum(-targets * F.log_softmax(logits, dim=-1), dim=-1).mean()
 
 
 class DistillationLoss(nn.Module):
@@ -69,8 +65,8 @@ class DistillationLoss(nn.Module):
 
     def base_loss(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         logits = logits.float()
-        if labels.is_floating_point():  # soft targets (batch, classes) from Mixup/CutMix
-            return soft_target_cross_entropy(logits, labels.float())
+        if labels.is_floating_point():  # soft targets (batch, classes) from Mixup/CutMix: smoothing already in them
+            return F.cross_entropy(logits, labels.float())
         return F.cross_entropy(logits, labels, label_smoothing=self.label_smoothing)
 
     def distillation_loss(self, student_logits: torch.Tensor, teacher_logits: torch.Tensor) -> torch.Tensor:
@@ -125,4 +121,4 @@ class DistillationLoss(nn.Module):
         return f"type={self.distillation_type}, alpha={self.alpha}, tau={self.tau}, smoothing={self.label_smoothing}"
 
 
-__all__ = ["DistillationLoss", "DISTILLATION_TYPES", "soft_target_cross_entropy"]
+__all__ = ["DistillationLoss", "DISTILLATION_TYPES"]

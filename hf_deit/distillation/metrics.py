@@ -16,8 +16,9 @@ import numpy as np
 import torch
 from transformers import EvalPrediction
 
-# Order of the logits the Trainer collects from DeiTImageClassificationOutput (loss and None fields dropped).
-HEADS = ("fused", "cls", "distillation")
+# HEADS: the order of the logits the Trainer collects from DeiTImageClassificationOutput (loss and None fields
+# dropped); owned by the model, which defines those fields.
+from ..models.modeling_deit import HEADS
 TOPK = 5
 ACCURACY_METRIC_PATH = str(Path(__file__).parent.parent / "evaluate_metrics" / "accuracy")
 

@@ -31,6 +31,13 @@ class TeacherMismatchError(ValueError):
     """The teacher cannot teach this student (different classes)."""
 
 
+# Why not timm's `timm.task.distillation.DistillationTeacher` (timm >= 1.0.20): it covers only part of this API.
+# It builds teachers from timm names only (no transformers models or folders; a checkpoint file goes through timm's
+# pretrained-weights overlay, not a strict load); takes mean/std only from a timm pretrained_cfg (ImageNet otherwise,
+# no override for other modules); never resizes to the teacher's input size; returns the raw model output (a
+# transformers ModelOutput, not logits); checks no class count; and leaves freezing and eval pinning to timm's
+# LogitDistillationTask, which we do not use (the Trainer is our loop). Its one shareable piece, `normalize_input`,
+# is the affine map of `adapt_inputs` below, with the student's statistics passed on every call.
 class FrozenTeacher(nn.Module):
     """A frozen teacher that adapts the student's batch to its own input statistics and size.
 
@@ -205,17 +212,7 @@ def load_teacher(
     if isinstance(spec, FrozenTeacher):
         teacher = spec
     elif isinstance(spec, nn.Module):
-        if hasattr(spec, "pretrained_cfg"):
-            teacher = _timm_teacher(spec, **overrides, **student_stats)
-        else:  # any other module: the student's statistics and size unless told otherwise
-            teacher = FrozenTeacher(
-                spec,
-                mean=mean or student_mean,
-                std=std or student_std,
-                input_size=input_size,
-                num_labels=getattr(getattr(spec, "config", None), "num_labels", None),
-                **student_stats,
-            )
+        teacher = _teacher_from_module(spec, overrides, student_stats)
     elif isinstance(spec, str):
         teacher = _load_from_string(spec, num_labels, pretrained, checkpoint_path, overrides, student_stats)
     else:
@@ -231,6 +228,21 @@ def load_teacher(
             "another --teacher_name_or_path, or train without a teacher (--distillation_type none)."
         )
     return teacher
+
+
+def _teacher_from_module(module: nn.Module, overrides: dict, student_stats: dict) -> FrozenTeacher:
+    """timm modules bring their pretrained_cfg; any other module gets the student's statistics and size unless
+    `overrides` (mean / std / input_size) say otherwise."""
+    if hasattr(module, "pretrained_cfg"):
+        return _timm_teacher(module, **overrides, **student_stats)
+    return FrozenTeacher(
+        module,
+        mean=overrides["mean"] or student_stats["student_mean"],
+        std=overrides["std"] or student_stats["student_std"],
+        input_size=overrides["input_size"],
+        num_labels=getattr(getattr(module, "config", None), "num_labels", None),
+        **student_stats,
+    )
 
 
 def _looks_like_path(spec: str) -> bool:

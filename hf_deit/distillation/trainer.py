@@ -46,7 +46,7 @@ from ..models.modeling_deit import DeiTForImageClassification
 from .arguments import DeiTTrainingArguments
 from .checkpoints import check_checkpoint, check_checkpoint_keys, resolve_resume_checkpoint
 from .fast_paths import prepare_teacher, run_teacher, sdpa_context
-from .losses import DistillationLoss, soft_target_cross_entropy
+from .losses import DistillationLoss
 from .metrics import compute_topk_metrics, topk_predictions
 from .student import prepare_student
 from .teacher import FrozenTeacher, load_teacher
@@ -275,7 +275,7 @@ class DistillationTrainer(Trainer):
         if not model.training:
             # Evaluation loss: CE of the fused prediction (what inference returns); no teacher at evaluation.
             logits = outputs.logits.float()
-            loss = soft_target_cross_entropy(logits, labels) if labels.is_floating_point() else F.cross_entropy(logits, labels)
+            loss = F.cross_entropy(logits, labels.float() if labels.is_floating_point() else labels)  # ids or soft targets
             return (loss, outputs) if return_outputs else loss
 
         teacher_logits = None
@@ -517,12 +517,15 @@ class DistillationTrainer(Trainer):
         return super().prediction_step(model, inputs, prediction_loss_only, ignore_keys)
 
     def create_model_card(self, **kwargs: Any) -> None:
-        """README.md (+ training_curves.png) from the run's arguments, logs and config (hf_deit.hub.model_card)."""
+        """README.md (+ training_curves.png): the run's facts (hf_deit.distillation.card_facts) rendered by
+        hf_deit.hub.model_card's template."""
         if not self.is_world_process_zero():
             return
-        from ..hub.model_card import model_card_from_trainer
+        from .card_facts import model_card_from_trainer
 
-        model_card_from_trainer(self).save(os.path.join(self.args.output_dir, "README.md"))
+        # teacher_source is set only when a teacher was resolved (not with distillation_type "none").
+        card = model_card_from_trainer(self, self.data_args, getattr(self, "teacher_source", None))
+        card.save(os.path.join(self.args.output_dir, "README.md"))
 
 
 __all__ = ["DistillationTrainer", "prepare_student", "NO_WEIGHT_DECAY"]  # prepare_student: hf_deit.distillation.student

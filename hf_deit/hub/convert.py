@@ -46,8 +46,8 @@ KEY_MAP: list[tuple[str, str]] = [
     ("head_dist", "distillation_classifier"),
 ]
 
-# Released DeiT widths -> (size name, heads): every DeiT model uses 64 channels per head.
-_WIDTHS = {192: ("tiny", 3), 384: ("small", 6), 768: ("base", 12)}
+# Released DeiT widths (tiny, small, base) -> heads: every DeiT model uses 64 channels per head.
+_HEADS_BY_WIDTH = {192: 3, 384: 6, 768: 12}
 
 
 def _compile(pairs: list[tuple[str, str]]) -> list[tuple[re.Pattern, str]]:
@@ -91,37 +91,33 @@ def imagenet_id2label() -> dict[int, str]:
     return {i: info.index_to_description(i) for i in range(info.num_classes())}
 
 
-def _preset_name(hidden_size: int, distilled: bool, patch_size: int, image_size: int) -> str | None:
-    size = _WIDTHS.get(hidden_size, (None,))[0]
-    name = f"deit_{size}{'_distilled' if distilled else ''}_patch{patch_size}_{image_size}"
-    return name if name in PRESETS else None
+def _state_dict(checkpoint: Any) -> dict[str, torch.Tensor]:
+    """The tensors of an in-memory state dict, unwrapped from {"state_dict"/"model": ...} like timm's
+    `load_state_dict` does for files, DDP / torch.compile prefixes removed by timm's `clean_state_dict`."""
+    from timm.models import clean_state_dict
 
-
-def _unwrap(checkpoint: Any) -> dict[str, torch.Tensor]:
-    """The state dict inside a checkpoint: the paper's files hold {"model": ...}; DDP-saved ones prefix "module."."""
-    for key in ("model", "state_dict", "model_ema"):
-        if isinstance(checkpoint, Mapping) and key in checkpoint and isinstance(checkpoint[key], Mapping):
-            checkpoint = checkpoint[key]
-            break
+    if isinstance(checkpoint, Mapping):
+        checkpoint = next((checkpoint[k] for k in ("state_dict", "model") if isinstance(checkpoint.get(k), Mapping)),
+                          checkpoint)
     if not isinstance(checkpoint, Mapping):
         raise TypeError(f"Expected a state dict (a mapping of names to tensors), got {type(checkpoint).__name__}.")
-    return {k.removeprefix("module."): v for k, v in checkpoint.items() if isinstance(v, torch.Tensor)}
+    # Non-tensor entries (epoch counters, args) are no weights.
+    return {k: v for k, v in clean_state_dict(dict(checkpoint)).items() if isinstance(v, torch.Tensor)}
 
 
 def load_checkpoint(path: str | Path) -> dict[str, torch.Tensor]:
-    """A state dict from a `.safetensors` file or a torch checkpoint (loaded with weights_only=True: no pickled code)."""
-    path = Path(path)
-    if path.suffix == ".safetensors":
-        from safetensors.torch import load_file
+    """A state dict from a `.safetensors` file or a torch checkpoint, read by timm's `load_state_dict`
+    (weights_only=True: no pickled code; {"state_dict"/"model": ...} unwrapped, "module." prefixes removed).
+    The non-EMA weights are taken, as the paper reports them."""
+    from timm.models import load_state_dict
 
-        return _unwrap(load_file(str(path)))
-    return _unwrap(torch.load(path, map_location="cpu", weights_only=True))
+    if not Path(path).is_file():
+        raise FileNotFoundError(f"No checkpoint file at {path}.")
+    return _state_dict(load_state_dict(str(path), use_ema=False))
 
 
-def _config_from_timm_state_dict(
-    state_dict: Mapping[str, torch.Tensor], preset: str | None, known: dict[str, Any], overrides: dict[str, Any]
-) -> tuple[DeiTConfig, str | None]:
-    """Read the architecture off the tensor shapes; `known` holds what a timm model object states outright."""
+def _shapes_of_timm_state_dict(state_dict: Mapping[str, torch.Tensor]) -> dict[str, Any]:
+    """The DeiTConfig fields that a timm DeiT state dict's tensor shapes show (all but the heads and numerics)."""
     for key in ("cls_token", "pos_embed", "patch_embed.proj.weight", "head.weight"):
         if key not in state_dict:
             missing = "the classification head" if key == "head.weight" else f"{key!r}"
@@ -141,7 +137,7 @@ def _config_from_timm_state_dict(
             "grid of patches: position embeddings without class-token slots (DeiT III, no_embed_class) do not convert."
         )
     depth = len({k.split(".")[1] for k in state_dict if k.startswith("blocks.")})
-    inferred = dict(
+    return dict(
         hidden_size=hidden_size,
         use_distillation_token=distilled,
         patch_size=patch_size,
@@ -151,11 +147,19 @@ def _config_from_timm_state_dict(
         mlp_ratio=state_dict["blocks.0.mlp.fc1.weight"].shape[0] / hidden_size,
         qkv_bias="blocks.0.attn.qkv.bias" in state_dict,
         num_labels=state_dict["head.weight"].shape[0],
-        **known,
     )
 
+
+def _config_from_timm_state_dict(
+    state_dict: Mapping[str, torch.Tensor], preset: str | None, known: dict[str, Any], overrides: dict[str, Any]
+) -> tuple[DeiTConfig, str | None]:
+    """Read the architecture off the tensor shapes; `known` holds what a timm model object states outright."""
+    inferred = {**_shapes_of_timm_state_dict(state_dict), **known}
+    hidden_size = inferred["hidden_size"]
     if preset is None:
-        preset = _preset_name(hidden_size, distilled, patch_size, grid * patch_size)
+        preset = DeiTConfig.find_preset(
+            **{k: inferred[k] for k in ("hidden_size", "use_distillation_token", "patch_size", "image_size")}
+        )
     elif preset not in PRESETS:
         DeiTConfig.from_preset(preset)  # raises the error that lists the known presets
     fields = dict(PRESETS.get(preset, {}))
@@ -169,12 +173,12 @@ def _config_from_timm_state_dict(
     # visible in any shape, so they come from the model, the preset, or the width of a released DeiT.
     fields.update(inferred)
     if "num_attention_heads" not in fields and "num_attention_heads" not in overrides:
-        if hidden_size not in _WIDTHS:
+        if hidden_size not in _HEADS_BY_WIDTH:
             raise ValueError(
                 f"Cannot infer the number of attention heads of a hidden_size={hidden_size} checkpoint: pass "
                 "num_attention_heads=... (or the timm model itself rather than its state dict)."
             )
-        fields["num_attention_heads"] = _WIDTHS[hidden_size][1]
+        fields["num_attention_heads"] = _HEADS_BY_WIDTH[hidden_size]
     if fields["num_labels"] == 1000 and "id2label" not in overrides:
         fields["id2label"] = imagenet_id2label()
         del fields["num_labels"]
@@ -226,7 +230,7 @@ def from_timm(
         known = _timm_model_facts(model_or_state_dict)
         state_dict = model_or_state_dict.state_dict()
     else:
-        state_dict = _unwrap(model_or_state_dict)
+        state_dict = _state_dict(model_or_state_dict)
     config, preset = _config_from_timm_state_dict(state_dict, preset, known, config_overrides)
     model = DeiTForImageClassification(config)
     model.load_state_dict(_rename(state_dict, _FORWARD, "timm"), strict=True)
@@ -343,6 +347,15 @@ def from_transformers(model_or_dir: nn.Module | str | Path, **config_overrides: 
     transformers' q/k/v projections are concatenated into our fused `qkv_proj` (rows q, then k, then v);
     `layer_norm_eps` (transformers' default is 1e-12, the released DeiT weights used 1e-6) and `hidden_act` carry over.
     """
+    hf_model = _load_transformers_deit(model_or_dir)
+    config = _config_from_transformers(hf_model, config_overrides)
+    model = DeiTForImageClassification(config)
+    model.load_state_dict(_state_dict_from_transformers(hf_model, config), strict=True)
+    return model.eval()
+
+
+def _load_transformers_deit(model_or_dir: nn.Module | str | Path) -> nn.Module:
+    """transformers' DeiT with or without the teacher head: the instance given, or loaded from a directory / Hub id."""
     one_head_cls, teacher_cls = _transformers_head_classes()
     if isinstance(model_or_dir, (str, Path)):
         from transformers import AutoConfig
@@ -358,9 +371,11 @@ def from_transformers(model_or_dir: nn.Module | str | Path, **config_overrides: 
             "from_transformers expects transformers' DeiTForImageClassificationWithTeacher or DeiTForImageClassification"
             f" (or a directory / Hub id of one), got {type(model_or_dir).__name__}."
         )
-    hf_model, hf_config = model_or_dir, model_or_dir.config
-    with_teacher = isinstance(hf_model, teacher_cls)
+    return model_or_dir
 
+
+def _config_from_transformers(hf_model: nn.Module, config_overrides: dict[str, Any]) -> DeiTConfig:
+    hf_config = hf_model.config
     image_size, patch_size = hf_config.image_size, hf_config.patch_size
     if isinstance(image_size, (list, tuple)):
         if image_size[0] != image_size[1]:
@@ -371,6 +386,9 @@ def from_transformers(model_or_dir: nn.Module | str | Path, **config_overrides: 
     mlp_ratio = hf_config.intermediate_size / hf_config.hidden_size
     if int(hf_config.hidden_size * mlp_ratio) != hf_config.intermediate_size:
         raise ValueError(f"intermediate_size={hf_config.intermediate_size} is not a ratio of hidden_size we can store.")
+    preset = DeiTConfig.find_preset(
+        hidden_size=hf_config.hidden_size, use_distillation_token=True, patch_size=patch_size, image_size=image_size
+    )
     fields = dict(
         image_size=image_size,
         patch_size=patch_size,
@@ -386,16 +404,17 @@ def from_transformers(model_or_dir: nn.Module | str | Path, **config_overrides: 
         attention_probs_dropout_prob=hf_config.attention_probs_dropout_prob,
         initializer_range=hf_config.initializer_range,
         use_distillation_token=True,
-        fusion="mean" if with_teacher else "cls",
-        crop_pct=PRESETS.get(_preset_name(hf_config.hidden_size, True, patch_size, image_size) or "", {}).get(
-            "crop_pct", 0.875
-        ),
+        fusion="mean" if isinstance(hf_model, _transformers_head_classes()[1]) else "cls",
+        crop_pct=PRESETS.get(preset or "", {}).get("crop_pct", 0.875),
         id2label=dict(hf_config.id2label),
     )
-    config = DeiTConfig(**{**fields, **config_overrides})
+    return DeiTConfig(**{**fields, **config_overrides})
 
+
+def _state_dict_from_transformers(hf_model: nn.Module, config: DeiTConfig) -> dict[str, torch.Tensor]:
+    hf_state = hf_model.state_dict()
     state_dict = {}
-    for key, tensor in hf_model.state_dict().items():
+    for key, tensor in hf_state.items():
         if re.search(r"attention\.[qkv]_proj\.", key):
             continue  # fused below
         if key.startswith("classifier."):  # the one-head model's head
@@ -403,17 +422,13 @@ def from_transformers(model_or_dir: nn.Module | str | Path, **config_overrides: 
             state_dict[key.replace("classifier.", "distillation_classifier.")] = tensor.clone()
         else:
             state_dict[key] = tensor
-    hf_state = hf_model.state_dict()
     for i in range(config.num_hidden_layers):
         prefix = f"deit.layers.{i}.attention."
         for kind in ("weight", "bias") if config.qkv_bias else ("weight",):
             # 3 x (hidden, hidden) -> (3 * hidden, hidden), the q, k, v row order that DeiTAttention unpacks.
             state_dict[f"{prefix}qkv_proj.{kind}"] = torch.cat([hf_state[f"{prefix}{p}_proj.{kind}"] for p in "qkv"])
     state_dict.pop("deit.embeddings.mask_token", None)  # only DeiTForMaskedImageModeling uses it
-
-    model = DeiTForImageClassification(config)
-    model.load_state_dict(state_dict, strict=True)
-    return model.eval()
+    return state_dict
 
 
 def to_transformers(model: DeiTForImageClassification) -> nn.Module:

@@ -1,10 +1,11 @@
-"""Model cards for hf_deit checkpoints: `huggingface_hub.ModelCardData` metadata + the Jinja template in
-`hf_deit/hub/templates/model_card.md`, a training-curves PNG, and an upload helper.
+"""Model cards for hf_deit checkpoints: what a card states (`ModelCardFacts`, plain values) rendered by the Jinja
+template `hf_deit/hub/templates/model_card.md` (all the card's wording) with `huggingface_hub.ModelCard.from_template`,
+plus the training-curves PNG and an upload helper.
 
-Three entry points:
+Entry points:
   * `build_model_card(config, ...)`: any checkpoint (trained here, or converted with only `source=`).
-  * `model_card_from_trainer(trainer)`: what `DistillationTrainer.create_model_card` writes to `output_dir/README.md`;
-    reads the training arguments, data arguments and `state.log_history`, and draws `training_curves.png`.
+  * `render_model_card(facts)`: the card for `ModelCardFacts`; after training, `DistillationTrainer.create_model_card`
+    gathers them (hf_deit.distillation.card_facts) and writes `output_dir/README.md` + `training_curves.png`.
   * `push_model_to_hub(model, repo_id, ...)`: weights + config + code + image processor + card in one commit.
 
 Accuracies are written as percentages (two decimals) both in the table and in the `model-index` metadata, the
@@ -17,20 +18,21 @@ import math
 import shutil
 import tempfile
 from collections.abc import Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
 from huggingface_hub import EvalResult, HfApi, ModelCard, ModelCardData
-from transformers.trainer_utils import has_length
+from transformers import BaseImageProcessor, PreTrainedModel
 
-from ..models.configuration_deit import PRESETS, DeiTConfig
+from ..models.configuration_deit import DeiTConfig
+from ..models.modeling_deit import HEADS
 
 TEMPLATE_PATH = Path(__file__).parent / "templates" / "model_card.md"
 CURVES_FILENAME = "training_curves.png"
 TAGS = ["image-classification", "deit", "distillation", "hf_deit", "vision"]
-# Heads in the order the results table lists them; the key is the infix of the trainer's metric names.
-HEADS = {"fused": "fused", "cls": "cls token", "distillation": "distillation token"}
+RecipeValue = str | int | float  # a hyper-parameter as the card prints it
 
 
 def count_parameters(config: DeiTConfig) -> int:
@@ -42,23 +44,94 @@ def count_parameters(config: DeiTConfig) -> int:
     return sum(p.numel() for p in model.parameters())
 
 
-# Fields that define a released architecture; resolution and head size may differ (fine-tunes, CIFAR runs).
-_ARCH_FIELDS = (
-    "hidden_size", "num_hidden_layers", "num_attention_heads", "patch_size", "mlp_ratio", "use_distillation_token"
-)
+def _is_local(spec: str) -> bool:
+    # A Hub id is "name" or "owner/name" and never starts with . / ~; anything that exists here is local.
+    return spec.startswith((".", "/", "~")) or Path(spec).exists()
 
 
-def _preset_name(config: DeiTConfig) -> str | None:
-    """The released architecture `config` matches, preferring the one at the same resolution; None if none does."""
-    presets = {name: DeiTConfig.from_preset(name) for name in PRESETS}
-    matches = [n for n, ref in presets.items() if all(getattr(ref, k) == getattr(config, k) for k in _ARCH_FIELDS)]
-    same_size = [n for n in matches if presets[n].image_size == config.image_size]
-    return (same_size or matches or [None])[0]
+def hub_id(spec: str | None) -> str | None:
+    """`spec` when it can be a Hub id; None when it is empty or a local path (the Hub's metadata refuses those)."""
+    return spec if spec and not _is_local(spec) else None
 
 
-def _is_local(dataset: str) -> bool:
-    # A Hub dataset id is "name" or "owner/name" and never starts with . / ~; anything that exists here is local.
-    return dataset.startswith((".", "/", "~")) or Path(dataset).exists()
+@dataclass(frozen=True)
+class Reference:
+    """A dataset or teacher as a public card may name it: a Hub id / timm name as given, or only the folder name of a
+    local path (the training machine's paths mean nothing to readers)."""
+
+    name: str
+    local: bool = False
+
+    @classmethod
+    def of(cls, spec: str | None) -> Reference | None:
+        if not spec:
+            return None
+        return cls(Path(spec).name, True) if _is_local(spec) else cls(spec)
+
+
+@dataclass(frozen=True)
+class ArchitectureFacts:
+    """What the card says about the network, read off its config (`ArchitectureFacts.of`)."""
+
+    preset: str | None
+    distilled: bool
+    fusion: str
+    num_hidden_layers: int
+    hidden_size: int
+    num_attention_heads: int
+    mlp_ratio: float
+    num_parameters: int
+    image_size: int
+    patch_size: int
+    num_tokens: int
+    num_labels: int
+    resize_to: int  # evaluation preprocessing: short side before the center crop
+
+    @classmethod
+    def of(cls, config: DeiTConfig) -> ArchitectureFacts:
+        return cls(
+            preset=config.preset_name(),
+            distilled=bool(config.use_distillation_token),
+            fusion=config.fusion,
+            num_hidden_layers=config.num_hidden_layers,
+            hidden_size=config.hidden_size,
+            num_attention_heads=config.num_attention_heads,
+            mlp_ratio=config.mlp_ratio,
+            num_parameters=count_parameters(config),
+            image_size=config.image_size,
+            patch_size=config.patch_size,
+            num_tokens=config.num_patches + config.num_prefix_tokens,
+            num_labels=config.num_labels,
+            resize_to=int(config.image_size / config.crop_pct),
+        )
+
+
+@dataclass(frozen=True)
+class ModelCardFacts:
+    """Everything a model card states, as plain values; `templates/model_card.md` words them.
+
+    Filled by `build_model_card` from keyword arguments, or after training by
+    `hf_deit.distillation.card_facts.gather_card_facts(trainer)`.
+    """
+
+    architecture: ArchitectureFacts
+    repo_id: str | None = None  # Hub id: the usage snippet and the model-index name
+    base_model: str | None = None  # a Hub id only (a local path fails the Hub's metadata check)
+    source: str | None = None  # where converted weights came from
+    dataset: Reference | None = None
+    train_examples: int | None = None  # training images before repeated augmentation
+    distillation_type: str | None = None  # "none", "soft", "hard"; None when no training is recorded
+    teacher: Reference | None = None
+    alpha: float | None = None
+    tau: float | None = None
+    recipe: dict[str, RecipeValue] = field(default_factory=dict)  # hyper-parameter label -> value, reading order
+    results: dict[str, dict[str, float]] = field(default_factory=dict)  # head -> {"top1": %, "top5": %}
+    eval_split: str | None = None
+    curves_png: str | None = None  # relative to the card
+
+    @property
+    def model_name(self) -> str:
+        return (self.repo_id or "").split("/")[-1] or self.architecture.preset or "hf-deit-model"
 
 
 def _pct(value: float | None) -> float | None:
@@ -102,6 +175,43 @@ def eval_results_for(
     return results
 
 
+def _card_data(facts: ModelCardFacts) -> ModelCardData:
+    """The YAML metadata. `model-index` only for results on named data (the Hub's leaderboard needs a dataset)."""
+    dataset = facts.dataset
+    model_index = bool(facts.results and dataset)
+    return ModelCardData(
+        license="apache-2.0",
+        library_name="transformers",
+        pipeline_tag="image-classification",
+        tags=list(TAGS),
+        datasets=[dataset.name] if dataset and not dataset.local else None,
+        base_model=facts.base_model,
+        metrics=["accuracy"] if facts.results else None,
+        model_name=facts.model_name if model_index else None,
+        eval_results=(
+            eval_results_for(facts.results, dataset.name, Path(dataset.name).name, facts.eval_split)
+            if model_index
+            else None
+        ),
+    )
+
+
+def render_model_card(facts: ModelCardFacts) -> ModelCard:
+    """The card for `facts`: metadata from `_card_data`, text from `templates/model_card.md`."""
+    from .. import __version__
+
+    # Results in the table's order (HEADS), whatever order the metrics came in.
+    results = {head: facts.results[head] for head in HEADS if head in facts.results}
+    return ModelCard.from_template(
+        _card_data(facts),
+        template_path=str(TEMPLATE_PATH),
+        facts=facts,
+        model=facts.architecture,
+        results=results,
+        hf_deit_version=__version__,
+    )
+
+
 def build_model_card(
     config: DeiTConfig,
     *,
@@ -114,7 +224,7 @@ def build_model_card(
     dataset: str | None = None,
     eval_split: str | None = None,
     train_examples: int | None = None,
-    recipe: dict[str, Any] | None = None,
+    recipe: Mapping[str, RecipeValue] | None = None,
     eval_results: Mapping[str, float] | None = None,
     curves_png: str | None = None,
     repo_id: str | None = None,
@@ -122,7 +232,8 @@ def build_model_card(
     """Render the card for a model with `config`.
 
     Args:
-        base_model: Hub id the weights start from (fine-tunes, conversions); goes to the `base_model` metadata.
+        base_model: Hub id the weights start from (fine-tunes, conversions); goes to the `base_model` metadata
+            (a local path is left out).
         source: where converted weights came from (e.g. "timm/deit_tiny_distilled_patch16_224.fb_in1k").
         teacher, distillation_type, alpha, tau: the distillation set-up, when this run distilled.
         dataset: Hub dataset id or local path the model was trained and evaluated on.
@@ -135,100 +246,23 @@ def build_model_card(
         curves_png: path of the training-curves image relative to the card (it must sit in the same repository).
         repo_id: Hub id used in the usage snippet and as the model-index name.
     """
-    preset = _preset_name(config)
-    distilled = bool(config.use_distillation_token)
-    heads = head_metrics(eval_results or {})
-    model_index = bool(heads and dataset)  # Hub leaderboard metadata: only for results on named data
-    if dataset:
-        dataset_type = Path(dataset).name if _is_local(dataset) else dataset
-        dataset_label = f"local folder `{Path(dataset).name}`" if _is_local(dataset) else f"`{dataset}`"
-    model_name = (repo_id or "").split("/")[-1] or preset or "hf-deit-model"
-
-    card_data = ModelCardData(
-        license="apache-2.0",
-        library_name="transformers",
-        pipeline_tag="image-classification",
-        tags=list(TAGS),
-        datasets=[dataset] if dataset and not _is_local(dataset) else None,
-        # base_model must be a Hub id; a local checkpoint path would fail the Hub's metadata check.
-        base_model=base_model if base_model and not _is_local(base_model) else None,
-        metrics=["accuracy"] if heads else None,
-        model_name=model_name if model_index else None,
-        eval_results=eval_results_for(heads, dataset_type, Path(dataset).name, eval_split) if model_index else None,
-    )
-
-    kind = "distilled DeiT (cls + distillation token, two heads)" if distilled else "DeiT (cls token, one head)"
-    summary = f"A {kind} image classifier" + (f" with the `{preset}` architecture" if preset else "")
-    if source:
-        summary += f", converted from `{source}` with hf_deit."
-    elif dataset:
-        summary += f", trained with hf_deit on {dataset_label}."
-    else:
-        summary += "."
-
-    training_lines = []
-    if dataset and not source:
-        size = f" ({train_examples:,} training images)" if train_examples else ""
-        training_lines.append(f"Data: {dataset_label}{size}.")
-    if distillation_type and distillation_type != "none":
-        if not teacher:
-            teacher_text = "not recorded"
-        elif _is_local(teacher):  # a path on the training machine means nothing to readers: name the folder only
-            teacher_text = f"`{Path(teacher).name}` (a local checkpoint)"
-        else:
-            teacher_text = f"`{teacher}`"
-        training_lines.append(f"Teacher: {teacher_text}.")
-        # hf_deit.distillation.losses distils into the distillation head, or into the only head of a plain DeiT.
-        head = "distillation head" if distilled else "cls head"
-        term = {
-            "hard": f"cross-entropy of the {head} against the teacher's argmax",
-            "soft": f"tau^2 * KL(teacher || {head}) at temperature tau = {tau}",
-        }.get(distillation_type, distillation_type)
-        training_lines.append(
-            f"Distillation: {distillation_type}, alpha = {alpha}: loss = (1 - alpha) * CE(cls head, labels) "
-            f"+ alpha * {term} (see `hf_deit.distillation.losses`)."
-        )
-    elif distillation_type == "none":
-        trained = "both heads" if distilled else "the model"
-        training_lines.append(f"No distillation: {trained} trained on the labels only.")
-
-    fused = f"fused: {config.fusion} of both heads (`logits`)" if distilled else "fused = cls (`logits`)"
-    labels = {**HEADS, "fused": fused}
-    rows = [
-        {"head": labels[head], "top1": heads[head].get("top1", "-"), "top5": heads[head].get("top5", "-")}
-        for head in HEADS
-        if head in heads
-    ]
-    fusion_note = f"`{config.fusion}` of the cls and distillation heads" if distilled else "the cls head"
-    from .. import __version__
-
-    return ModelCard.from_template(
-        card_data,
-        template_path=str(TEMPLATE_PATH),
-        model_title=model_name,
-        summary=summary,
-        architecture=(
-            f"{config.num_hidden_layers} layers, width {config.hidden_size}, {config.num_attention_heads} heads, "
-            f"MLP x{config.mlp_ratio:g}" + (f" (`{preset}`)" if preset else "")
-        ),
-        num_params=f"{count_parameters(config) / 1e6:.2f} M",
-        image_size=config.image_size,
-        patch_size=config.patch_size,
-        num_tokens=config.num_patches + config.num_prefix_tokens,
-        num_labels=config.num_labels,
-        fusion_note=fusion_note,
-        distilled=distilled,
+    facts = ModelCardFacts(
+        architecture=ArchitectureFacts.of(config),
+        repo_id=repo_id,
+        base_model=hub_id(base_model),
         source=source,
-        training_lines=training_lines,
-        recipe=recipe or {},
-        results_rows=rows,
-        eval_dataset=dataset_label if dataset else "an evaluation set this card does not record",
+        dataset=Reference.of(dataset),
+        train_examples=train_examples,
+        distillation_type=distillation_type,
+        teacher=Reference.of(teacher),
+        alpha=alpha,
+        tau=tau,
+        recipe=dict(recipe or {}),
+        results=head_metrics(eval_results or {}),
         eval_split=eval_split,
         curves_png=curves_png,
-        repo_id=repo_id or "path/to/this/model",
-        resize_to=int(config.image_size / config.crop_pct),
-        hf_deit_version=__version__,
     )
+    return render_model_card(facts)
 
 
 def plot_training_curves(log_history: list[dict[str, Any]], path: str | Path) -> Path | None:
@@ -262,73 +296,11 @@ def plot_training_curves(log_history: list[dict[str, Any]], path: str | Path) ->
     return Path(path)
 
 
-def _recipe(args: Any, data_args: Any, config: DeiTConfig) -> dict[str, Any]:
-    """The hyper-parameters worth a row in the card, in reading order; absent fields are skipped."""
-    world = getattr(args, "world_size", 1) or 1
-    per_device = getattr(args, "per_device_train_batch_size", None)
-    recipe: dict[str, Any] = {}
-    if getattr(args, "max_steps", -1) and args.max_steps > 0:
-        recipe["steps"] = args.max_steps
-    elif hasattr(args, "num_train_epochs"):
-        recipe["epochs"] = args.num_train_epochs
-    if per_device:
-        recipe["batch size (total)"] = per_device * world * getattr(args, "gradient_accumulation_steps", 1)
-    for label, name in (("optimizer", "optim"), ("learning rate", "learning_rate"), ("weight decay", "weight_decay"),
-                        ("lr schedule", "lr_scheduler_type"), ("warmup epochs", "warmup_epochs"),
-                        ("warmup steps", "warmup_steps"), ("warmup ratio", "warmup_ratio"),
-                        ("EMA decay", "model_ema_decay")):
-        value = getattr(args, name, None)
-        if value not in (None, 0, 0.0):
-            recipe[label] = getattr(value, "value", value)  # enums (optim, scheduler) -> their string
-    if data_args is not None:
-        for label, name in (("image size", "image_size"), ("RandAugment", "auto_augment"), ("mixup alpha", "mixup"),
-                            ("cutmix alpha", "cutmix"), ("label smoothing", "label_smoothing"),
-                            ("random erasing", "reprob"), ("repeated augmentation", "repeated_aug")):
-            if hasattr(data_args, name):
-                value = getattr(data_args, name)
-                recipe[label] = "off" if value is None else value
-    recipe["drop path"] = config.drop_path_rate
-    return recipe
-
-
-def model_card_from_trainer(trainer: Any) -> ModelCard:
-    """The card for a finished `DistillationTrainer` (a plain `transformers.Trainer` works too).
-
-    Also writes `training_curves.png` into `trainer.args.output_dir` when the log has losses or eval top-1.
-    """
-    args, config = trainer.args, trainer.model.config
-    data_args = getattr(trainer, "data_args", None)
-    history = trainer.state.log_history
-    # The last evaluation in the log is the one the card reports (the final model's, when evaluated last).
-    last_eval = next((entry for entry in reversed(history) if head_metrics(entry)), {})
-    curves = plot_training_curves(history, Path(args.output_dir) / CURVES_FILENAME) if args.should_save else None
-    distillation_type = getattr(args, "distillation_type", None)
-    return build_model_card(
-        config,
-        # A fine-tuned student was loaded with from_pretrained, which records where from; a student built from a
-        # preset has an empty `_name_or_path`. (Local paths are dropped by build_model_card: not Hub ids.)
-        base_model=config._name_or_path or None,
-        # `teacher_source` (what the trainer actually loaded) wins: args name the default teacher even when a
-        # module was passed to the trainer instead.
-        teacher=getattr(trainer, "teacher_source", None) or getattr(args, "teacher_name_or_path", None),
-        distillation_type=distillation_type,
-        alpha=getattr(args, "distillation_alpha", None),
-        tau=getattr(args, "distillation_tau", None),
-        dataset=getattr(data_args, "dataset_name", None),
-        eval_split=getattr(data_args, "eval_split", None),
-        train_examples=len(trainer.train_dataset) if has_length(trainer.train_dataset) else None,
-        recipe=_recipe(args, data_args, config),
-        eval_results=last_eval,
-        curves_png=CURVES_FILENAME if curves else None,
-        repo_id=getattr(args, "hub_model_id", None) or Path(args.output_dir).name,
-    )
-
-
 def push_model_to_hub(
-    model: Any,
+    model: PreTrainedModel,
     repo_id: str,
     *,
-    image_processor: Any = None,
+    image_processor: BaseImageProcessor | None = None,
     card: ModelCard | None = None,
     commit_message: str = "Upload hf_deit model",
     commit_description: str | None = None,
@@ -373,11 +345,15 @@ def push_model_to_hub(
 
 
 __all__ = [
+    "ArchitectureFacts",
+    "ModelCardFacts",
+    "Reference",
     "build_model_card",
-    "model_card_from_trainer",
+    "render_model_card",
     "plot_training_curves",
     "push_model_to_hub",
     "head_metrics",
+    "hub_id",
     "eval_results_for",
     "count_parameters",
 ]

@@ -15,6 +15,11 @@ from transformers import PreTrainedConfig
 # The fusion rules for the two heads at inference (see DeiTForImageClassification.fuse_logits).
 FUSIONS = ("mean", "softmax_mean", "cls", "distillation")
 
+# The fields that define a released architecture; resolution, head size and numerics may differ (fine-tunes, CIFAR).
+ARCHITECTURE_FIELDS = (
+    "hidden_size", "num_hidden_layers", "num_attention_heads", "patch_size", "mlp_ratio", "use_distillation_token"
+)
+
 # The eight models released with the paper, under their timm names. Each differs from the defaults only here.
 PRESETS: dict[str, dict[str, Any]] = {
     "deit_tiny_patch16_224": dict(hidden_size=192, num_attention_heads=3, use_distillation_token=False),
@@ -163,5 +168,20 @@ class DeiTConfig(PreTrainedConfig):
             raise ValueError(f"Unknown DeiT preset {name!r}. Known presets: {', '.join(sorted(PRESETS))}.")
         return cls(**{**PRESETS[name], **overrides})
 
+    @classmethod
+    def find_preset(cls, **fields: Any) -> str | None:
+        """The first preset (in `PRESETS` order) whose configuration has all of these field values, or None."""
+        for name in PRESETS:
+            preset = cls.from_preset(name)
+            if all(getattr(preset, key) == value for key, value in fields.items()):
+                return name
+        return None
 
-__all__ = ["DeiTConfig", "PRESETS", "FUSIONS"]
+    def preset_name(self) -> str | None:
+        """The released architecture this config has (`ARCHITECTURE_FIELDS`), preferring the preset at its
+        resolution (deit_base_patch16_384 over ..._224); None for a custom architecture."""
+        architecture = {key: getattr(self, key) for key in ARCHITECTURE_FIELDS}
+        return self.find_preset(**architecture, image_size=self.image_size) or self.find_preset(**architecture)
+
+
+__all__ = ["ARCHITECTURE_FIELDS", "DeiTConfig", "PRESETS", "FUSIONS"]

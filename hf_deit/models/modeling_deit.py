@@ -39,6 +39,10 @@ from transformers.utils import ModelOutput
 
 from .configuration_deit import DeiTConfig
 
+# The heads' names, in the order of their logits in DeiTImageClassificationOutput (logits = "fused", cls_logits,
+# distillation_logits): the order the Trainer collects them in, and the metric names' infix (eval_cls_top1).
+HEADS = ("fused", "cls", "distillation")
+
 
 @dataclass
 class DeiTImageClassificationOutput(ModelOutput):
@@ -268,15 +272,6 @@ class DeiTPreTrainedModel(PreTrainedModel):
     _supports_flash_attn = True
     _supports_flex_attn = True
     _supports_attention_backend = True
-
-    def push_to_hub(self, repo_id: str, **kwargs):
-        """Upload weights, config, code, the image processor and a model card in one commit (hf_deit's
-        `push_model_to_hub`). Loaded as remote code without hf_deit installed, transformers' own upload is used."""
-        try:  # transformers' remote-code import check skips imports inside try blocks
-            from hf_deit.hub.model_card import push_model_to_hub
-        except ImportError:
-            return super().push_to_hub(repo_id, **kwargs)
-        return push_model_to_hub(self, repo_id, **kwargs)
 
     @torch.no_grad()
     def _init_weights(self, module: nn.Module) -> None:
@@ -509,6 +504,7 @@ class DeiTForImageClassification(DeiTPreTrainedModel):
 
 
 __all__ = [
+    "HEADS",
     "DeiTImageClassificationOutput",
     "DeiTPreTrainedModel",
     "DeiTModel",
