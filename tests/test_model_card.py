@@ -318,8 +318,9 @@ def test_trainer_facts_are_plain_values_and_render_the_saved_card(tmp_path):
     args = DeiTTrainingArguments(
         output_dir=str(tmp_path / "run"), max_steps=4, per_device_train_batch_size=8, report_to=[], use_cpu=True,
         distillation_type="hard", teacher_name_or_path=str(teacher_dir), warmup_epochs=0, scale_lr=False,
+        mixup=0.0, cutmix=0.0,
     )
-    data_args = DataArguments(dataset_name=str(tmp_path), eval_split="test", image_size=32, mixup=0.0, cutmix=0.0)
+    data_args = DataArguments(dataset_name=str(tmp_path), eval_split="test", image_size=32)
     trainer = DistillationTrainer(model=DeiTForImageClassification(DeiTConfig(**TINY)), args=args, teacher=teacher,
                                   data_args=data_args, train_dataset=RandomImages(32, 4))
     trainer.state.log_history = [{"step": 1, "loss": 2.0}, {"step": 4, **METRICS}]

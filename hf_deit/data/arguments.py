@@ -13,7 +13,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from .transforms import INTERPOLATIONS
+# Resize interpolations the transforms (timm) accept.
+INTERPOLATIONS = ("bicubic", "bilinear", "nearest", "lanczos", "random")
 
 
 @dataclass

@@ -30,13 +30,13 @@ from timm.data.transforms import MaybeToTensor, str_to_interp_mode
 from timm.data.transforms_factory import transforms_imagenet_train
 from torchvision import transforms
 
+
 if TYPE_CHECKING:
     from .arguments import DataArguments
 
 # The statistics the student is normalised with; a teacher trained with others must be re-normalised.
 IMAGENET_MEAN: tuple[float, float, float] = tuple(IMAGENET_DEFAULT_MEAN)  # type: ignore[assignment]
 IMAGENET_STD: tuple[float, float, float] = tuple(IMAGENET_DEFAULT_STD)  # type: ignore[assignment]
-INTERPOLATIONS = ("bicubic", "bilinear", "nearest", "lanczos", "random")
 SMALL_IMAGE_SIZE = 32
 
 
