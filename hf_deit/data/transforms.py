@@ -30,7 +30,6 @@ from timm.data.transforms import MaybeToTensor, str_to_interp_mode
 from timm.data.transforms_factory import transforms_imagenet_train
 from torchvision import transforms
 
-
 if TYPE_CHECKING:
     from .arguments import DataArguments
 
