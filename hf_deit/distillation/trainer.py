@@ -188,6 +188,7 @@ class DistillationTrainer(Trainer):
         self.loss_fn = DistillationLoss(
             args.distillation_type, args.distillation_alpha, args.distillation_tau, args.label_smoothing_factor
         )
+        self.teacher_source: str | None = None  # what the teacher was loaded from, for the model card
         self.teacher = self._resolve_teacher(teacher)
         self.mixup = build_mixup(args, model.config.num_labels, args.label_smoothing_factor)
         if isinstance(self.teacher, CachedTeacher) and self.mixup is not None:
@@ -253,7 +254,8 @@ class DistillationTrainer(Trainer):
             )
         if self.train_dataset is not None and self.args.teacher_cache:  # a cache built in memory has no row keys
             cache.check_dataset(self.train_dataset, self.args.teacher_cache)
-        self.teacher_source = f"{cache.info.teacher} (cached: {self.args.teacher_cache or 'in memory'})"
+        # The teacher the cache was made from (the card names it; the cache file's path is the training machine's).
+        self.teacher_source = cache.info.teacher
         return cache.to(self.args.device)
 
     # --- loss -------------------------------------------------------------------------------------------------
@@ -523,8 +525,7 @@ class DistillationTrainer(Trainer):
             return
         from .card_facts import model_card_from_trainer
 
-        # teacher_source is set only when a teacher was resolved (not with distillation_type "none").
-        card = model_card_from_trainer(self, self.data_args, getattr(self, "teacher_source", None))
+        card = model_card_from_trainer(self, self.data_args, self.teacher_source)
         card.save(os.path.join(self.args.output_dir, "README.md"))
 
 
