@@ -17,8 +17,9 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def test_two_processes_stay_in_sync_and_split_the_data(tmp_path):
     env = {**os.environ, "PYTHONPATH": str(ROOT), "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
-    # torchrun, not `accelerate launch --cpu` (which starts a single process, see ../shared/NOTES.md).
-    command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29517",
+    # torchrun, not `accelerate launch --cpu` (which starts a single process, see ../shared/NOTES.md); --standalone
+    # picks a free rendezvous port, so parallel CI jobs on one host do not collide.
+    command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--standalone",
                str(SCRIPT), str(tmp_path), "--dataset", "map", "--epochs", "2", "--record-ids"]
     done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-4000:]
@@ -48,7 +49,7 @@ def test_repeated_augmentation_gives_each_rank_what_timm_would(tmp_path):
 
     env = {**os.environ, "PYTHONPATH": str(ROOT), "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1",
            "OMP_NUM_THREADS": "1"}
-    command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29518",
+    command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--standalone",
                str(SCRIPT), str(tmp_path), "--dataset", "map", "--epochs", "1", "--record-ids", "--repeated-aug", "3",
                "--mixup", "0"]
     done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
