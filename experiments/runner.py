@@ -151,9 +151,21 @@ def teacher_cache(teacher_dir: Path, data_args: DataArguments) -> str:
     return path
 
 
+# Read only by distilled runs: a sweep over them (e.g. --soft_alpha 0.5) reuses the teachers and the plain student.
+DISTILLATION_SETTINGS = ("hard_alpha", "soft_alpha", "soft_tau")
+
+
+def run_budget(budget: dict, configuration: Configuration) -> dict:
+    """The part of the table's settings that this configuration's runs depend on (what reuse compares)."""
+    if configuration.distillation in ("soft", "hard"):
+        return budget
+    return {key: value for key, value in budget.items() if key not in DISTILLATION_SETTINGS}
+
+
 def run_one(args: TableArguments, name: str, seed: int, data_args: DataArguments, data, budget: dict) -> dict:
     """Train (or reuse) one configuration with one seed; its result.json goes in its run folder."""
     configuration = CONFIGURATIONS[name]
+    budget = run_budget(budget, configuration)
     # Teachers live at <output_dir>/<name> (students load <name>/model); students at <name>/seed<k>.
     teacher = configuration.role == "teacher"
     run_dir = Path(args.output_dir) / name if teacher else Path(args.output_dir) / name / f"seed{seed}"
@@ -161,7 +173,8 @@ def run_one(args: TableArguments, name: str, seed: int, data_args: DataArguments
     tag = name if teacher else f"{name} seed {seed}"
     if result_file.is_file() and not args.overwrite:
         previous = json.loads(result_file.read_text())
-        if previous.get("budget") == budget and previous.get("seed") == seed:
+        # run_budget on both sides: a record written with settings this run does not read still matches.
+        if run_budget(previous.get("budget") or {}, configuration) == budget and previous.get("seed") == seed:
             print(f"[{tag}] reusing {result_file}")
             return previous
         print(f"[{tag}] {result_file} was trained with other settings: training again")

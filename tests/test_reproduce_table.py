@@ -11,6 +11,7 @@ import json
 import math
 import os
 import re
+import shutil
 import statistics
 import subprocess
 import sys
@@ -107,6 +108,16 @@ def test_second_call_reuses_finished_runs(smoke_run):
     runs = sum(1 if CONFIGURATIONS[name].role == "teacher" else 2 for name in DEFAULT_CONFIGURATIONS)
     assert second.count("reusing") == runs
     assert "] top-1" in first and "] top-1" not in second  # printed after each run that trained
+
+
+def test_a_distillation_sweep_reuses_the_runs_that_do_not_distil(smoke_run, shared_data, tmp_path):
+    out, _, _ = smoke_run
+    runs = shutil.copytree(out / "runs", tmp_path / "runs", symlinks=True)  # the other tests keep the smoke runs
+    sweep = run_script("--smoke", "--dataset_name", str(shared_data / "cifar10"), "--output_dir", str(runs),
+                       "--docs_dir", str(tmp_path / "docs"), "--soft_alpha", "0.3",
+                       "--configurations", "teacher_cnn", "no_distillation", "soft")
+    assert "[teacher_cnn] reusing" in sweep and "[no_distillation seed 0] reusing" in sweep
+    assert "[soft seed 0] reusing" not in sweep and "[soft seed 0] top-1" in sweep  # soft reads --soft_alpha
 
 
 def test_teacher_figures_come_from_train_teachers_json(smoke_run):
