@@ -25,7 +25,9 @@ augmentation, optimizer, schedule and epochs, the teachers once (the first seed)
   soft_token            (optional) DeiT with distillation token, soft distillation, CNN teacher
   hard_token_cached     (optional) hard_token with the CNN teacher read from a cache made by `hf-deit cache-teacher`
                         (hf_deit.distillation.teacher_cache: one teacher pass, dense label maps pooled over each crop)
-Finished runs are reused (their result.json) unless --overwrite. At the end it writes <docs_dir>/results.md
+Finished runs are reused (their result.json) unless --overwrite or a setting they read changed: a sweep such as
+`--soft_alpha 0.5 --configurations teacher_cnn soft_token --output_dir runs/sweep` retrains the students and reuses
+the teachers already in that folder. At the end it writes <docs_dir>/results.md
 (from templates/results.md.jinja), results_cifar10.png (accuracy per configuration + learning curves) and
 results_cifar10.json (the raw figures the page is generated from).
 """
