@@ -95,7 +95,7 @@ def test_resume_true_without_checkpoints_says_so(tmp_path):
 # --- 3. runs that cannot train are refused ------------------------------------------------------------------------
 @pytest.mark.parametrize(
     "overrides",
-    [dict(num_train_epochs=0), dict(num_train_epochs=-2), dict(max_steps=0), dict(learning_rate=0.0, scale_lr=False)],
+    [dict(num_train_epochs=0), dict(num_train_epochs=-2), dict(max_steps=0), dict(learning_rate=0.0)],
 )
 def test_runs_that_cannot_train_are_refused(tmp_path, overrides):
     with pytest.raises(ValueError, match="trains nothing"):
