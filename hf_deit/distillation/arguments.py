@@ -279,7 +279,7 @@ class DeiTTrainingArguments(TrainingArguments, MixupArguments):
         default="epoch", metadata={"help": "When to write a checkpoint (the paper: after every epoch)."}
     )
     save_total_limit: int | None = field(
-        default=None, metadata={"help": "Checkpoints kept on disk, the newest (the recipe: 2)."}
+        default=None, metadata={"help": "Checkpoints kept on disk, the newest (the recipe: 2; 0 keeps every one)."}
     )
     eval_strategy: str = field(
         default="epoch",
