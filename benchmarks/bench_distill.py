@@ -86,7 +86,7 @@ def hf_deit_step(args, student, teacher, device, autocast_dtype, batch) -> Calla
         use_cpu=device.type == "cpu", bf16=autocast_dtype is torch.bfloat16, label_smoothing_factor=0.1,
         mixup=0.0, cutmix=0.0,  # no Mixup (see the module docstring)
         distillation_type="hard" if teacher is not None else "none", teacher_name_or_path=None,
-        optim="adamw_torch_fused" if args.fused else "adamw_torch", learning_rate=1e-4, scale_lr=False,
+        optim="adamw_torch_fused" if args.fused else "adamw_torch", learning_rate=1e-4,
         teacher_torch_compile=args.compile in ("both", "teacher"), teacher_channels_last=args.fast_paths,
         sdpa_backend=("flash" if device.type == "cpu" or autocast_dtype else "efficient") if args.fast_paths else None,
         disable_tqdm=True,

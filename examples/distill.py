@@ -10,13 +10,15 @@
     # the same with 2 DDP processes; on a machine without GPU add `--use_cpu --ddp_backend gloo` (without
     # --use_cpu, transformers 5.23 silently runs 2 independent single-process trainings instead)
     accelerate launch --multi_gpu --num_processes 2 examples/distill.py <the same flags>
-    # the paper's recipe on ImageNet-1k (DeiT-B distilled, RegNetY-16GF teacher), 8 GPUs, then publish
-    # (a stream has no length: give --max_steps; the paper's budget is 300 x 1,281,167 samples, RA copies
-    # included as in its sampler, / 1,024 per step = 375,342 steps)
-    accelerate launch --num_processes 8 examples/distill.py --dataset_name ILSVRC/imagenet-1k --streaming \
-        --student_preset deit_base_distilled_patch16_224 --teacher_name_or_path timm/regnety_160.deit_in1k \
-        --per_device_train_batch_size 128 --max_steps 375342 --bf16 --output_dir runs/deit_base_distilled \
+    # the paper's recipe on ImageNet-1k (DeiT-B distilled, RegNetY-16GF teacher), 8 GPUs, then publish: the
+    # defaults are the official code's (global batch 1024, 300 epochs = 375,300 steps, bf16, EMA; `hf-deit recipe
+    # --world_size 8` prints them first)
+    accelerate launch --num_processes 8 examples/distill.py --dataset_name ./imagenet \
+        --student_preset deit_base_distilled_patch16_224 --output_dir runs/deit_base_distilled \
         --push_to_hub --hub_model_id <you>/deit_base_distilled
+    # then the paper's fine-tuning at 384 (30 epochs, batch 512, lr 5e-6; the teacher at 384)
+    accelerate launch --num_processes 8 examples/distill.py --dataset_name ./imagenet --recipe finetune \
+        --model_name_or_path runs/deit_base_distilled --image_size 384 --output_dir runs/deit_base_distilled_384
 
 Flags come from three dataclasses, one owner per setting: `hf_deit.StudentArguments` (the student: preset or
 checkpoint, architecture overrides, drop path), `hf_deit.data.DataArguments` (dataset, per-image augmentation,
@@ -33,6 +35,7 @@ from transformers import HfArgumentParser, set_seed
 
 from hf_deit import DeiTTrainingArguments, StudentArguments, build_student
 from hf_deit.data import DataArguments, build_datasets
+from hf_deit.distillation.recipe_cli import describe_run
 from hf_deit.distillation.student import student_config
 from hf_deit.distillation.teacher import check_teacher_source, load_teacher
 from hf_deit.distillation.trainer import DistillationTrainer
@@ -43,6 +46,9 @@ def check_before_data(student_args: StudentArguments, data_args: DataArguments, 
     configuration at this image size, the teacher's name or path and, once the labels are known, its class count.
     The flags themselves were checked when parsed (each dataclass' __post_init__). Returns the `check_labels`
     callback for build_datasets."""
+    if args.recipe == "finetune" and student_args.model_name_or_path is None:
+        raise ValueError("--recipe finetune fine-tunes a checkpoint: give --model_name_or_path (e.g. a 224 model to "
+                         "fine-tune at --image_size 384).")
     if student_args.model_name_or_path is None:
         student_config(student_args, data_args)
     if args.distillation_type == "none" or not args.teacher_name_or_path:
@@ -64,6 +70,9 @@ def main() -> None:
     # No rank split here: with dispatch_batches off, accelerate gives each process whole shards of a stream
     # (`IterableDataset.shard`), and the trainer's (repeated-augmentation) sampler splits map-style data.
     train_dataset, eval_dataset, labels = build_datasets(data_args, seed=training_args.seed, check_labels=check_labels)
+    if training_args.should_log and hasattr(train_dataset, "__len__"):
+        # What this run is, beside the paper's recipe (the same as `hf-deit recipe` prints before a run).
+        print(describe_run(training_args, data_args, student_args, dataset_size=len(train_dataset)))
     if data_args.streaming:
         # Each rank reads its own shards; by default accelerate would have rank 0 read and split every batch.
         training_args.accelerator_config.dispatch_batches = False

@@ -57,9 +57,10 @@ def train_timm_peer(
     """timm's VisionTransformerDistilled + TokenDistillationTask, with our data, optimizer rule and schedule.
 
     timm's task is a loss module, so the loop is ours; everything else matches the hf_deit runs: same datasets and
-    collator, batch, AdamW with no decay on norms/biases/pos/tokens (timm's `no_weight_decay`), the transformers
-    cosine schedule with the same warmup, label smoothing and alpha."""
-    from timm.optim import create_optimizer_v2
+    collator, batch, AdamW with the paper's no-decay groups (1-D, biases, pos_embed, cls_token; timm's own
+    `no_weight_decay` would also exempt dist_token, which the paper's code decays), the transformers cosine schedule
+    with the same warmup, label smoothing and alpha."""
+    from timm.optim import create_optimizer_v2, param_groups_weight_decay
     from torch.utils.data import DataLoader
     from tqdm.auto import tqdm
     from transformers import get_scheduler
@@ -73,7 +74,8 @@ def train_timm_peer(
     train_loader = DataLoader(train_dataset, batch_size=args.batch_size, shuffle=True, generator=generator,
                               collate_fn=collate, num_workers=args.num_workers)
     eval_loader = DataLoader(eval_dataset, batch_size=256, collate_fn=collate, num_workers=args.num_workers)
-    optimizer = create_optimizer_v2(model, "adamw", lr=args.learning_rate, weight_decay=args.weight_decay)
+    groups = param_groups_weight_decay(model, args.weight_decay, no_weight_decay_list=("pos_embed", "cls_token"))
+    optimizer = create_optimizer_v2(groups, "adamw", lr=args.learning_rate, weight_decay=args.weight_decay)
     total = args.epochs * len(train_loader)
     scheduler = get_scheduler("cosine", optimizer, num_warmup_steps=round(args.warmup_epochs * len(train_loader)),
                               num_training_steps=total)

@@ -1,4 +1,4 @@
-"""The `hf-deit` command: convert | shard | predict | analyze | cache-teacher.
+"""The `hf-deit` command: convert | shard | predict | analyze | cache-teacher | recipe.
 
     hf-deit convert --from timm deit_tiny_distilled_patch16_224 ./deit-tiny   # timm name, .pth/.safetensors path
     hf-deit convert --from official deit_small_distilled_patch16_224-649709d9.pth ./deit-small
@@ -10,6 +10,7 @@
     hf-deit --version
     hf-deit cache-teacher runs/teacher_cifar10 ../shared/data/cifar10 runs/teacher_cifar10/cache-train.parquet
     hf-deit analyze ./deit-tiny-distilled ./imagenet --split validation --teacher timm/regnety_160.deit_in1k
+    hf-deit recipe --dataset_size 1281167 --world_size 8 --per_device_train_batch_size 128   # any distill.py flag
 
 Errors are one line on stderr with exit code 1; `hf-deit --debug ...` shows the full traceback instead.
 """
@@ -118,6 +119,12 @@ def _cache_teacher(args: argparse.Namespace) -> None:
     print(f"Saved to {args.output}; train with --teacher_cache {args.output}")
 
 
+def _recipe(args: argparse.Namespace) -> None:
+    from .distillation.recipe_cli import recipe_report
+
+    print(recipe_report(args.flags))
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="hf-deit", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--version", action=_VersionAction, help="show the versions of hf-deit and its main libraries")
@@ -172,11 +179,28 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--num-workers", type=int, default=0, help="DataLoader workers decoding the images")
     p.add_argument("--device", default=None, help="e.g. cpu, cuda:0 (default: cuda when available)")
     p.set_defaults(func=_cache_teacher)
+    _add_recipe_parser(sub)
     return parser
 
 
+def _add_recipe_parser(sub) -> None:
+    p = sub.add_parser(
+        "recipe", add_help=False,
+        help="print what a run would be (batch, lr, steps, teacher forwards, checkpoints) and every recipe value "
+        "beside the paper's official one; takes examples/distill.py's flags + --world_size, --dataset_size "
+        "(`hf-deit recipe --help` lists them)",
+    )
+    p.add_argument("flags", nargs=argparse.REMAINDER)
+    p.set_defaults(func=_recipe)
+
+
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args, unknown = parser.parse_known_args(argv)
+    if args.command == "recipe":  # its flags are examples/distill.py's, parsed by HfArgumentParser
+        args.flags = unknown + args.flags
+    elif unknown:
+        parser.error(f"unrecognized arguments: {' '.join(unknown)}")
     if args.debug:
         args.func(args)
         return 0

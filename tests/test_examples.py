@@ -70,7 +70,7 @@ def student_run(cifar_subset, teacher_run, tmp_path_factory) -> tuple[Path, str]
         "distill.py", "--dataset_name", str(cifar_subset), "--eval_split", "test", "--image_size", "32",
         "--patch_size", "8", "--hidden_size", "64", "--num_hidden_layers", "2", "--num_attention_heads", "2",
         "--teacher_name_or_path", str(teacher_run[0]), "--distillation_type", "hard", "--output_dir", str(out),
-        "--max_steps", "30", "--per_device_train_batch_size", "32", "--scale_lr", "False", "--learning_rate", "1e-3",
+        "--max_steps", "30", "--per_device_train_batch_size", "32", "--learning_rate", "1e-3",
         "--warmup_epochs", "0", "--logging_steps", "2", "--eval_strategy", "steps", "--eval_steps", "15",
         "--save_strategy", "no", "--dataloader_num_workers", "0", "--use_cpu", "--report_to", "none",
         "--seed", "0", *NO_AUGMENT, cache=tmp_path_factory.mktemp("cache"),

@@ -82,7 +82,7 @@ def test_fused_adamw_takes_the_same_step(tmp_path):
     """--optim adamw_torch_fused (transformers' default on torch >= 2.8) vs the foreach AdamW: one step, same grads."""
     params = {}
     for optim in ("adamw_torch", "adamw_torch_fused"):
-        trainer = trainer_for(tmp_path / optim, optim=optim, learning_rate=1e-2, scale_lr=False)
+        trainer = trainer_for(tmp_path / optim, optim=optim, learning_rate=1e-2)
         loss_and_grads(trainer)
         trainer.create_optimizer()
         assert trainer.optimizer.defaults.get("fused") is (True if optim.endswith("fused") else None)

@@ -41,20 +41,34 @@ def test_hard_distillation_matches_the_formula():
 
 
 @pytest.mark.parametrize("tau", [1.0, 3.0])
-def test_soft_distillation_is_tau_squared_kl_averaged_per_sample(tau):
+def test_soft_distillation_is_tau_squared_kl_averaged_as_the_papers_code(tau):
+    """Default: the summed KL / (batch x classes) x tau^2, as facebookresearch/deit's losses.py; "batchmean":
+    / batch only (timm's distillation task), `classes` times larger."""
     out = outputs()
     labels = torch.randint(0, C, (B,))
     teacher = torch.randn(B, C) * 3
-    parts = DistillationLoss("soft", alpha=0.5, tau=tau)(out, labels, teacher)
     p_t = torch.softmax(teacher / tau, 1)
     log_p_s = torch.log_softmax(out.distillation_logits / tau, 1)
     kl_per_sample = (p_t * (p_t.log() - log_p_s)).sum(1)  # KL(teacher || student), summed over classes
-    expected = kl_per_sample.mean() * tau**2
-    torch.testing.assert_close(parts["distillation_loss"], expected.detach())
-    # the paper's code divides the summed KL by batch * classes instead: ours is C times larger
     paper = kl_per_sample.sum() / (B * C) * tau**2
-    assert math.isclose(float(parts["distillation_loss"]), float(paper) * C, rel_tol=1e-5)
-    torch.testing.assert_close(parts["loss"], 0.5 * parts["base_loss"] + 0.5 * expected.detach())
+    parts = DistillationLoss("soft", alpha=0.5, tau=tau)(out, labels, teacher)
+    torch.testing.assert_close(parts["distillation_loss"], paper.detach())
+    torch.testing.assert_close(parts["loss"], 0.5 * parts["base_loss"] + 0.5 * paper.detach())
+    batchmean = DistillationLoss("soft", alpha=0.5, tau=tau, kl_reduction="batchmean")(out, labels, teacher)
+    torch.testing.assert_close(batchmean["distillation_loss"], (kl_per_sample.mean() * tau**2).detach())
+    assert math.isclose(float(batchmean["distillation_loss"]), float(paper) * C, rel_tol=1e-5)
+
+
+def test_soft_distillation_equals_the_papers_code_line_for_line():
+    """facebookresearch/deit losses.py:54-62, written out with torch: F.kl_div(log_softmax(s/T), log_softmax(t/T),
+    reduction='sum', log_target=True) * T * T / s.numel()."""
+    out, teacher, tau = outputs(), torch.randn(B, C), 3.0
+    s = out.distillation_logits
+    official = torch.nn.functional.kl_div(
+        torch.log_softmax(s / tau, 1), torch.log_softmax(teacher / tau, 1), reduction="sum", log_target=True
+    ) * (tau * tau) / s.numel()
+    parts = DistillationLoss("soft", tau=tau)(out, torch.zeros(B, dtype=torch.long), teacher)
+    torch.testing.assert_close(parts["distillation_loss"], official.detach())
 
 
 def test_soft_distillation_of_identical_distributions_is_zero():

@@ -269,7 +269,7 @@ def test_trainer_push_to_hub_uploads_run_folder(monkeypatch, tmp_path):
         output_dir=str(tmp_path / "run"), hub_model_id="someone/distilled-tiny", max_steps=4,
         per_device_train_batch_size=8, logging_steps=1, eval_strategy="steps", eval_steps=2, save_strategy="no",
         report_to=[], use_cpu=True, distillation_type="soft", distillation_alpha=0.5, distillation_tau=2.0,
-        teacher_name_or_path=None, warmup_epochs=0, scale_lr=False, learning_rate=1e-3,
+        teacher_name_or_path=None, warmup_epochs=0, learning_rate=1e-3,
     )
     trainer = DistillationTrainer(model=DeiTForImageClassification(DeiTConfig(**TINY)), args=args, teacher=teacher,
                                   train_dataset=RandomImages(32, 4), eval_dataset=RandomImages(16, 4))
@@ -317,7 +317,7 @@ def test_trainer_facts_are_plain_values_and_render_the_saved_card(tmp_path):
     teacher = torch.nn.Sequential(torch.nn.AdaptiveAvgPool2d(4), torch.nn.Flatten(), torch.nn.Linear(3 * 16, 4))
     args = DeiTTrainingArguments(
         output_dir=str(tmp_path / "run"), max_steps=4, per_device_train_batch_size=8, report_to=[], use_cpu=True,
-        distillation_type="hard", teacher_name_or_path=str(teacher_dir), warmup_epochs=0, scale_lr=False,
+        distillation_type="hard", teacher_name_or_path=str(teacher_dir), warmup_epochs=0,
         mixup=0.0, cutmix=0.0,
     )
     data_args = DataArguments(dataset_name=str(tmp_path), eval_split="test", image_size=32)

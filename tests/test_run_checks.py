@@ -69,7 +69,8 @@ def no_scan(monkeypatch):
 # --- 2. --resume_from_checkpoint True / a path, from the command line -----------------------------------------------
 def test_distill_resumes_from_true_and_from_a_path(distill_main, monkeypatch, tmp_path):
     data, out = image_folder(tmp_path / "data"), tmp_path / "out"
-    common = ["--dataset_name", str(data), "--distillation_type", "none", "--save_steps", "1",
+    common = ["--dataset_name", str(data), "--distillation_type", "none", "--save_strategy", "steps", "--save_steps", "1",
+              "--save_total_limit", "0", "--per_device_train_batch_size", "4",
               "--logging_steps", "1", "--output_dir", str(out)]
     run_distill(distill_main, monkeypatch, *common, "--max_steps", "2")
     run_distill(distill_main, monkeypatch, *common, "--max_steps", "3", "--resume_from_checkpoint", "True")
@@ -95,7 +96,7 @@ def test_resume_true_without_checkpoints_says_so(tmp_path):
 # --- 3. runs that cannot train are refused ------------------------------------------------------------------------
 @pytest.mark.parametrize(
     "overrides",
-    [dict(num_train_epochs=0), dict(num_train_epochs=-2), dict(max_steps=0), dict(learning_rate=0.0, scale_lr=False)],
+    [dict(num_train_epochs=0), dict(num_train_epochs=-2), dict(max_steps=0), dict(learning_rate=0.0)],
 )
 def test_runs_that_cannot_train_are_refused(tmp_path, overrides):
     with pytest.raises(ValueError, match="trains nothing"):

@@ -25,6 +25,7 @@ from .pipeline import (
     drop_broken_images,
     prepare_dataset,
     repeat_aug_sampler,
+    samples_per_epoch,
     repeat_examples,
 )
 from .shards import shard_dataset
@@ -62,6 +63,7 @@ __all__ = [
     "drop_broken_images",
     "prepare_dataset",
     "repeat_aug_sampler",
+    "samples_per_epoch",
     "repeat_examples",
     "shard_dataset",
     "IMAGENET_MEAN",

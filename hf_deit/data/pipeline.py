@@ -105,6 +105,13 @@ def repeat_examples(dataset: IterableDataset, num_repeats: int) -> IterableDatas
     return dataset.map(_Repeat(num_repeats), batched=True, batch_size=1)
 
 
+def samples_per_epoch(dataset_size: int, world_size: int) -> int:
+    """Samples one process sees per epoch: the paper's RASampler count, floor(N // 256 * 256 / world_size)
+    (PLACEHOLDER until the epoch redefinition lands; small datasets fall back to floor(N / world_size))."""
+    rounded = dataset_size // 256 * 256 or dataset_size
+    return rounded // world_size
+
+
 class _SeededRepeatAugSampler(RepeatAugSampler):
     """timm's RepeatAugSampler seeds its permutation with the epoch alone; this adds a run seed."""
 

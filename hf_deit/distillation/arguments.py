@@ -8,11 +8,12 @@
   * `hf_deit.data.DataArguments` (not here): how images are loaded and augmented, evaluation preprocessing
     included, and repeated augmentation (which for a stream is part of the dataset).
 
-The three are parsed together by `HfArgumentParser` (no field names clash). Defaults follow the paper's recipe
-(Table 9 / its main.py): AdamW (0.9, 0.999, eps 1e-8), lr = 5e-4 x global_batch / 512, weight decay 0.05 (not on
-norms, biases, position embeddings, tokens), cosine schedule with 5 warmup epochs, 300 epochs, drop path 0.1, no
-gradient clipping, Mixup 0.8 / CutMix 1.0, label smoothing 0.1, hard distillation with alpha 0.5 from a
-RegNetY-16GF teacher.
+The three are parsed together by `HfArgumentParser` (no field names clash). Defaults are the official code's
+(facebookresearch/deit); docs/recipe.md's table, generated from hf_deit/distillation/recipe_table.py, gives each
+value with the file and line it comes from and the reason for every deliberate difference. Fields that depend on
+each other or on the machine (batch, lr, precision, workers, and those of `--recipe`) default to None and are
+resolved once in `DeiTTrainingArguments.__post_init__` by hf_deit.distillation.recipe, which notes how each was
+derived (`recipe_notes`; examples/distill.py prints them).
 """
 
 from __future__ import annotations
@@ -26,13 +27,29 @@ from transformers import TrainingArguments
 from ..data.arguments import MixupArguments
 from ..models.configuration_deit import FUSIONS, PRESETS
 from .fast_paths import SDPA_BACKENDS
-from .losses import DISTILLATION_TYPES
+from .losses import DISTILLATION_TYPES, KL_REDUCTIONS
+from .recipe import (
+    AUTO_MAX_PER_DEVICE_BATCH,
+    LR_REFERENCE_BATCH,
+    PRECISIONS,
+    RECIPES,
+    RESOLVED_FIELDS,
+    Environment,
+    RecipeError,
+    resolve,
+)
 from .teacher import DEFAULT_TEACHER
 
 logger = logging.getLogger(__name__)
 
-# The paper's lr rule: lr = base_lr * global_batch / LR_REFERENCE_BATCH.
-LR_REFERENCE_BATCH = 512
+# What a world size other than the launcher's changes (resolved again once transformers has set up the devices).
+BATCH_FIELDS = ("global_batch_size", "per_device_train_batch_size", "gradient_accumulation_steps", "learning_rate")
+
+
+def global_batch(args: TrainingArguments) -> int:
+    """Images per optimizer step over all processes (and DataParallel devices) for any TrainingArguments."""
+    devices = max(1, args.world_size) * (max(1, args.n_gpu) if args.world_size <= 1 else 1)
+    return args.per_device_train_batch_size * devices * args.gradient_accumulation_steps
 
 
 @dataclass
@@ -95,6 +112,15 @@ class DeiTTrainingArguments(TrainingArguments, MixupArguments):
         default=0.5, metadata={"help": "Weight of the distillation loss: total = (1 - alpha) * base + alpha * distill."}
     )
     distillation_tau: float = field(default=1.0, metadata={"help": "Softmax temperature of soft distillation."})
+    distillation_kl_reduction: str = field(
+        default="numel",
+        metadata={
+            "help": "How soft distillation averages its summed KL: 'numel' divides by batch x classes as the "
+            "paper's code (losses.py), 'batchmean' by the batch only (the KL's definition; classes x stronger, "
+            "1000x on ImageNet). Both times tau^2.",
+            "choices": list(KL_REDUCTIONS),
+        },
+    )
     teacher_name_or_path: str | None = field(
         default=DEFAULT_TEACHER,
         metadata={
@@ -145,31 +171,92 @@ class DeiTTrainingArguments(TrainingArguments, MixupArguments):
             "choices": list(SDPA_BACKENDS),
         },
     )
+    # --- the recipe: every field below left at None takes its value from --recipe (hf_deit.distillation.recipe)
+    recipe: str = field(
+        default="pretrain",
+        metadata={
+            "help": "The paper's recipe the unset fields below follow: 'pretrain' (main.py's defaults, global batch "
+            "1024, 300 epochs) or 'finetune' (its 384 fine-tuning: 30 epochs, batch 512, lr 5e-6, min lr 5e-6, "
+            "weight decay 1e-8, the teacher at the student's resolution; with --model_name_or_path). "
+            "`hf-deit recipe` prints what a run resolves to.",
+            "choices": sorted(RECIPES),
+        },
+    )
+    global_batch_size: int | None = field(
+        default=None,
+        metadata={
+            "help": "Images per optimizer step over all processes (the recipe: 1024; or per-device batch x "
+            "processes x accumulation when --per_device_train_batch_size is given without it). The per-device "
+            f"batch (at most {AUTO_MAX_PER_DEVICE_BATCH}) and gradient accumulation not given are derived from it and "
+            "the number of processes."
+        },
+    )
+    per_device_train_batch_size: int | None = field(
+        default=None, metadata={"help": "Batch per device (default: derived from --global_batch_size)."}
+    )
+    gradient_accumulation_steps: int | None = field(
+        default=None, metadata={"help": "Gradient accumulation steps (default: derived from --global_batch_size)."}
+    )
+    base_learning_rate: float | None = field(
+        default=None,
+        metadata={
+            "help": f"The paper's lr rule: learning_rate = base_learning_rate x global batch / {LR_REFERENCE_BATCH} "
+            "(the recipe: 5e-4; finetune 5e-6). Not with --learning_rate."
+        },
+    )
+    learning_rate: float | None = field(
+        default=None,
+        metadata={"help": "Peak learning rate used as given (default: from --base_learning_rate and the global batch)."},
+    )
+    num_train_epochs: float | None = field(
+        default=None, metadata={"help": "Training epochs, each the paper's sampler's epoch (the recipe: 300; finetune 30)."}
+    )
+    weight_decay: float | None = field(
+        default=None,
+        metadata={
+            "help": "AdamW weight decay (the recipe: 0.05; finetune 1e-8); not on 1-D parameters (norms, biases), "
+            "the position embeddings and the cls token, as the paper's code (the distillation token is decayed)."
+        },
+    )
+    lr_schedule: str = field(
+        default="epoch",
+        metadata={
+            "help": "'epoch': the paper's cosine (timm CosineLRScheduler, warmup from --warmup_lr, floor --min_lr) "
+            "stepped once per epoch as its main.py does; 'step': the same curve per optimizer step; 'transformers': "
+            "--lr_scheduler_type with --warmup_steps (transformers' schedulers).",
+            "choices": ["epoch", "step", "transformers"],
+        },
+    )
+    warmup_epochs: float | None = field(
+        default=None, metadata={"help": "Linear warmup epochs of the paper's schedule (the recipe: 5)."}
+    )
+    warmup_lr: float | None = field(default=None, metadata={"help": "Learning rate warmup starts from (the recipe: 1e-6)."})
+    min_lr: float | None = field(
+        default=None, metadata={"help": "Floor of the cosine (the recipe: 1e-5; finetune 5e-6)."}
+    )
     model_ema_decay: float | None = field(
         default=None,
         metadata={
-            "help": "Keep an exponential moving average of the student's weights (timm ModelEmaV3) with this decay, "
-            "e.g. 0.99996 as the paper's code; evaluated alongside the model (eval_ema_* metrics). Off when unset or 0."
+            "help": "Exponential moving average of the student's weights (timm ModelEmaV3), updated after every "
+            "step (the recipe: 0.99996, as the paper's code; 0 turns it off). The saved model is the non-EMA one, "
+            "as the paper reports; the EMA weights are saved beside it (model_ema.safetensors) and evaluated as "
+            "eval_ema_*."
         },
     )
-    # --- learning rate rule and schedule
-    base_learning_rate: float = field(
-        default=5e-4, metadata={"help": f"Learning rate per {LR_REFERENCE_BATCH} images (used when scale_lr is on)."}
-    )
-    scale_lr: bool = field(
-        default=True,
+    precision: str = field(
+        default="auto",
         metadata={
-            "help": f"Set learning_rate = base_learning_rate x global_batch / {LR_REFERENCE_BATCH}, where global_batch "
-            "= per_device_train_batch_size x world_size x gradient_accumulation_steps (the paper's rule). Turn off "
-            "(--scale_lr False) to use --learning_rate as given."
+            "help": "'auto': bf16 autocast on a GPU that supports it, else fp16 with a loss scaler (the paper's "
+            "code), fp32 on a CPU; or 'fp32', 'bf16', 'fp16'. --bf16/--fp16 (transformers) override it.",
+            "choices": list(PRECISIONS),
         },
     )
-    warmup_epochs: float = field(
-        default=5.0,
+    teacher_at_student_resolution: bool | None = field(
+        default=None,
         metadata={
-            "help": "Linear warmup length in epochs, converted to optimizer steps when training starts (for a "
-            "streaming dataset without a length: max_steps x warmup_epochs / num_train_epochs). Ignored when "
-            "--warmup_steps is set (> 0)."
+            "help": "Feed the teacher the student's crops at the student's resolution instead of resizing them to "
+            "the teacher's own input size (the recipe: off; finetune: on, as the paper fine-tunes at 384 with a "
+            "teacher at the target resolution)."
         },
     )
     # --- TrainingArguments defaults changed to the paper's recipe
@@ -181,12 +268,26 @@ class DeiTTrainingArguments(TrainingArguments, MixupArguments):
             "aliases": ["--label_smoothing"],
         },
     )
-    num_train_epochs: float = field(default=300.0, metadata={"help": "Training epochs (the paper: 300)."})
-    weight_decay: float = field(
-        default=0.05,
-        metadata={"help": "AdamW weight decay; not applied to norms, biases, position embeddings and tokens."},
+    dataloader_num_workers: int | None = field(
+        default=None,
+        metadata={
+            "help": "DataLoader worker processes (default: the paper's 10 per process, at most the CPU cores per "
+            "process, on a GPU machine; 0 without a GPU)."
+        },
     )
-    lr_scheduler_type: str = field(default="cosine", metadata={"help": "Learning rate schedule after warmup."})
+    save_strategy: str = field(
+        default="epoch", metadata={"help": "When to write a checkpoint (the paper: after every epoch)."}
+    )
+    save_total_limit: int | None = field(
+        default=None, metadata={"help": "Checkpoints kept on disk, the newest (the recipe: 2; 0 keeps every one)."}
+    )
+    eval_strategy: str = field(
+        default="epoch",
+        metadata={"help": "When to evaluate (the paper: after every epoch; off when no evaluation data is given)."},
+    )
+    lr_scheduler_type: str = field(
+        default="cosine", metadata={"help": "transformers' schedule, used with --lr_schedule transformers only."}
+    )
     max_grad_norm: float = field(
         default=0.0,
         metadata={"help": "Gradient clipping norm; 0 (the paper's setting) disables clipping."},
@@ -200,32 +301,60 @@ class DeiTTrainingArguments(TrainingArguments, MixupArguments):
     )
 
     def __post_init__(self) -> None:
+        self._check_distillation()
+        self.check_mixup()
+        # The recipe first: transformers' own __post_init__ reads the precision and worker fields.
+        self.recipe_given = {name: getattr(self, name) for name in RESOLVED_FIELDS if getattr(self, name) is not None}
+        if self.bf16 or self.fp16:
+            self.precision = "bf16" if self.bf16 else "fp16"
+        self.recipe_precision = self.precision  # as asked ("auto" unless given), for resolving on another machine
+        self._apply_recipe(Environment.detect(self.use_cpu))
+        # TrainingArguments.__post_init__ sets up the devices (and the process group under torchrun/accelerate).
+        super().__post_init__()
+        devices = max(1, self.world_size) * max(1, self.n_gpu if self.world_size <= 1 else 1)
+        if devices != self.recipe_environment.world_size:  # e.g. DataParallel over several GPUs in one process
+            self._apply_recipe(Environment(**{**vars(self.recipe_environment), "world_size": devices}), batch_only=True)
+        self._check_trains()
+        self._check_launch()
+
+    def _apply_recipe(self, env: Environment, batch_only: bool = False) -> None:
+        """Fill every field left at None from `--recipe` for this machine (hf_deit.distillation.recipe.resolve)."""
+        try:
+            resolution = resolve(self.recipe_given, self.recipe, env, self.recipe_precision)
+        except RecipeError as error:
+            raise ValueError(str(error)) from None
+        self.recipe_environment, self.recipe_notes = env, resolution.notes
+        for name, value in resolution.values.items():
+            if name == "precision":
+                if not batch_only:
+                    self.precision, self.bf16, self.fp16 = value, value == "bf16", value == "fp16"
+            elif not batch_only or name in BATCH_FIELDS:
+                setattr(self, name, value)
+        for name, note in resolution.notes.items():
+            logger.info("%s = %s (%s)", name, resolution.values.get(name), note)
+
+    def _check_distillation(self) -> None:
         if self.distillation_type not in DISTILLATION_TYPES:
             raise ValueError(f"distillation_type={self.distillation_type!r}: use one of {DISTILLATION_TYPES}.")
         if not 0.0 <= self.distillation_alpha <= 1.0:
             raise ValueError(f"distillation_alpha={self.distillation_alpha} must be in [0, 1].")
         if self.distillation_tau <= 0:
             raise ValueError(f"distillation_tau={self.distillation_tau} must be > 0.")
+        if self.distillation_kl_reduction not in KL_REDUCTIONS:
+            raise ValueError(f"distillation_kl_reduction={self.distillation_kl_reduction!r}: use one of {KL_REDUCTIONS}.")
         if not 0.0 <= self.label_smoothing_factor < 1.0:
             raise ValueError(f"label_smoothing_factor={self.label_smoothing_factor} must be in [0, 1).")
-        self.check_mixup()
         if self.model_ema_decay is not None and not 0.0 <= self.model_ema_decay < 1.0:
-            raise ValueError(f"model_ema_decay={self.model_ema_decay} must be in [0, 1) (0 or unset = no EMA).")
-        if self.warmup_epochs < 0:
-            raise ValueError(f"warmup_epochs={self.warmup_epochs} must be >= 0.")
-        if self.base_learning_rate <= 0:
+            raise ValueError(f"model_ema_decay={self.model_ema_decay} must be in [0, 1) (0 = no EMA).")
+        for name in ("warmup_epochs", "warmup_lr", "min_lr"):
+            if getattr(self, name) is not None and getattr(self, name) < 0:
+                raise ValueError(f"{name}={getattr(self, name)} must be >= 0.")
+        if self.base_learning_rate is not None and self.base_learning_rate <= 0:
             raise ValueError(f"base_learning_rate={self.base_learning_rate} must be > 0.")
         if self.sdpa_backend is not None and self.sdpa_backend not in SDPA_BACKENDS:
             raise ValueError(f"sdpa_backend={self.sdpa_backend!r}: use one of {sorted(SDPA_BACKENDS)} or leave it unset.")
-        if self.distillation_type != "none" and not self.teacher_name_or_path:
+        if self.distillation_type != "none" and not (self.teacher_name_or_path or self.teacher_cache):
             logger.info("No teacher_name_or_path: DistillationTrainer must then be given a teacher module.")
-        # TrainingArguments.__post_init__ sets up the devices (and the process group under torchrun/accelerate),
-        # so the world size is known only after it: the lr rule comes last.
-        super().__post_init__()
-        if self.scale_lr:
-            self.learning_rate = self.base_learning_rate * self.global_train_batch_size / LR_REFERENCE_BATCH
-        self._check_trains()
-        self._check_launch()
 
     def _check_trains(self) -> None:
         """Refuse a run that would save an untrained model (and a model card for it) and exit 0."""
@@ -241,8 +370,8 @@ class DeiTTrainingArguments(TrainingArguments, MixupArguments):
             )
         if self.learning_rate <= 0:
             raise ValueError(
-                f"learning_rate={self.learning_rate} trains nothing: give a positive --learning_rate, or drop "
-                "--scale_lr False to use base_learning_rate x global_batch / 512."
+                f"learning_rate={self.learning_rate} trains nothing: give a positive --learning_rate, or leave it "
+                "unset to use base_learning_rate x global_batch / 512."
             )
 
     def _check_launch(self) -> None:
@@ -263,11 +392,11 @@ class DeiTTrainingArguments(TrainingArguments, MixupArguments):
     @property
     def global_train_batch_size(self) -> int:
         """Images per optimizer step over all processes."""
-        return self.per_device_train_batch_size * max(1, self.world_size) * self.gradient_accumulation_steps
+        return global_batch(self)
 
     @property
     def use_model_ema(self) -> bool:
         return bool(self.model_ema_decay)
 
 
-__all__ = ["DeiTTrainingArguments", "StudentArguments", "LR_REFERENCE_BATCH"]
+__all__ = ["DeiTTrainingArguments", "StudentArguments", "LR_REFERENCE_BATCH", "global_batch"]

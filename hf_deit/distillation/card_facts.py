@@ -31,7 +31,7 @@ from ..hub.model_card import (
     render_model_card,
 )
 from ..models.configuration_deit import DeiTConfig
-from .arguments import DeiTTrainingArguments
+from .arguments import DeiTTrainingArguments, global_batch
 
 
 @dataclass(frozen=True)
@@ -85,7 +85,7 @@ def _recipe(args: TrainingArguments, run: RunArguments, config: DeiTConfig) -> d
         recipe["steps"] = args.max_steps
     else:
         recipe["epochs"] = args.num_train_epochs
-    recipe["batch size (total)"] = args.per_device_train_batch_size * args.world_size * args.gradient_accumulation_steps
+    recipe["batch size (total)"] = global_batch(args)
     for label, value in run.optimisation:
         if value not in (None, 0, 0.0):
             recipe[label] = getattr(value, "value", value)  # enums (optim, scheduler) -> their string

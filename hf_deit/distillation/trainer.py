@@ -35,7 +35,7 @@ from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 from torch import nn
 from transformers import Trainer, TrainerCallback, TrainingArguments
 from transformers.optimization import get_scheduler
-from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, has_length
+from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, IntervalStrategy, has_length
 
 from ..data.arguments import DataArguments
 from ..data.collate import DeiTCollator, build_mixup, mix_batch
@@ -47,6 +47,8 @@ from .arguments import DeiTTrainingArguments
 from .checkpoints import check_checkpoint, check_checkpoint_keys, resolve_resume_checkpoint
 from .fast_paths import prepare_teacher, run_teacher, sdpa_context
 from .losses import DistillationLoss
+from .recipe import NO_WEIGHT_DECAY
+from .schedule import DeiTSchedule, deit_scheduler
 from .metrics import compute_topk_metrics, topk_predictions
 from .student import prepare_student
 from .teacher import FrozenTeacher, load_teacher
@@ -54,8 +56,6 @@ from .teacher_cache import CachedTeacher, LambdaRecordingMixup, MixRecord, Stale
 
 logger = logging.getLogger(__name__)
 
-# Parameters without weight decay besides norms and biases (ndim <= 1), as in the paper's code and timm.
-NO_WEIGHT_DECAY = ("position_embeddings", "cls_token", "distillation_token")
 STREAM_STATE_NAME = "stream_state.json"  # written next to each checkpoint for streaming datasets
 EMA_WEIGHTS_NAME = "model_ema.safetensors"
 
@@ -97,7 +97,7 @@ class _CheckpointCallback(TrainerCallback):
             self.trainer.save_extra_state(os.path.join(args.output_dir, f"{PREFIX_CHECKPOINT_DIR}-{state.global_step}"))
 
 
-def _checked_arguments(model: nn.Module | None, args: TrainingArguments | None) -> DeiTTrainingArguments:
+def _checked_arguments(model: nn.Module | None, args: TrainingArguments | None, eval_dataset) -> DeiTTrainingArguments:
     """The trainer's arguments (DeiT's defaults when None), refused when they or the model cannot be trained here."""
     if args is None:
         args = DeiTTrainingArguments(output_dir="tmp_trainer")
@@ -119,6 +119,10 @@ def _checked_arguments(model: nn.Module | None, args: TrainingArguments | None) 
         # instead of skipping them), so DDP need not search for unused ones: with the Trainer's default (search)
         # every rank warns that it found none, and pays a graph traversal each step.
         args.ddp_find_unused_parameters = False
+    if eval_dataset is None and args.eval_strategy != IntervalStrategy.NO:
+        # The recipe evaluates after every epoch; without evaluation data there is nothing to evaluate.
+        logger.info("No eval_dataset: eval_strategy %s -> no.", args.eval_strategy)
+        args.eval_strategy, args.do_eval = IntervalStrategy.NO, False
     return args
 
 
@@ -162,7 +166,7 @@ class DistillationTrainer(Trainer):
         preprocess_logits_for_metrics: Callable | None = None,
         **kwargs: Any,
     ) -> None:
-        args = _checked_arguments(model, args)
+        args = _checked_arguments(model, args, kwargs.get("eval_dataset"))
         if data_args is not None:
             data_collator = data_collator or DeiTCollator()
             _check_preprocessing(model.config, data_args)
@@ -186,7 +190,8 @@ class DistillationTrainer(Trainer):
         self.loss_is_scaled_for_ga = False
         self.data_args = data_args
         self.loss_fn = DistillationLoss(
-            args.distillation_type, args.distillation_alpha, args.distillation_tau, args.label_smoothing_factor
+            args.distillation_type, args.distillation_alpha, args.distillation_tau, args.label_smoothing_factor,
+            kl_reduction=args.distillation_kl_reduction,
         )
         self.teacher_source: str | None = None  # what the teacher was loaded from, for the model card
         self.teacher = self._resolve_teacher(teacher)
@@ -207,6 +212,7 @@ class DistillationTrainer(Trainer):
         self._batches_in_epoch = 0
         self._first_epoch: tuple[int, int] | None = None  # (epoch, batches) the next train() starts at
         self._steps_per_epoch: int | None = None
+        self._built_lr_scheduler = False
 
     # --- set-up -------------------------------------------------------------------------------------------------
     def _resolve_teacher(self, teacher: nn.Module | str | None) -> FrozenTeacher | CachedTeacher | None:
@@ -235,6 +241,8 @@ class DistillationTrainer(Trainer):
             checkpoint_path=self.args.teacher_checkpoint_path,
             student_mean=getattr(processor, "image_mean", None) or IMAGENET_DEFAULT_MEAN,
             student_std=getattr(processor, "image_std", None) or IMAGENET_DEFAULT_STD,
+            # finetune recipe: the teacher sees the student's crops at the student's resolution (the paper's 384)
+            input_size=self.model.config.image_size if self.args.teacher_at_student_resolution else None,
         )
         return prepare_teacher(
             teacher,
@@ -345,39 +353,45 @@ class DistillationTrainer(Trainer):
             if param.ndim > 1 and name.rsplit(".", 1)[-1] not in NO_WEIGHT_DECAY
         ]
 
-    def warmup_steps(self, num_training_steps: int) -> int:
-        """`warmup_steps` when set, else `warmup_epochs` in optimizer steps."""
-        if self.args.warmup_steps > 0 or self.args.warmup_epochs == 0:
-            return self.args.get_warmup_steps(num_training_steps)
-        if self._steps_per_epoch is not None:
-            steps_per_epoch = self._steps_per_epoch
-        else:  # a stream has no length: the run's nominal epochs give its length in steps
-            steps_per_epoch = num_training_steps / max(self.args.num_train_epochs, 1e-9)
-        return min(num_training_steps, round(self.args.warmup_epochs * steps_per_epoch))
+    def set_initial_training_values(self, args, dataloader):
+        # Public Trainer hook: it counts the optimizer steps per epoch (from the sampler's epoch, see
+        # hf_deit.data), which the paper's per-epoch schedule needs; create_scheduler comes after it.
+        values = super().set_initial_training_values(args, dataloader)
+        self._steps_per_epoch = values[1] if has_length(dataloader) else None  # num_update_steps_per_epoch
+        return values
 
     def create_scheduler(self, num_training_steps: int, optimizer: torch.optim.Optimizer | None = None):
+        """The paper's schedule (hf_deit.distillation.schedule), or with --lr_schedule transformers,
+        transformers' `get_scheduler(--lr_scheduler_type)` with --warmup_epochs (or --warmup_steps) of warmup."""
         if self.lr_scheduler is None:
-            self.lr_scheduler = get_scheduler(
-                self.args.lr_scheduler_type,
-                optimizer=optimizer or self.optimizer,
-                num_warmup_steps=self.warmup_steps(num_training_steps),
-                num_training_steps=num_training_steps,
-                scheduler_specific_kwargs=self.args.lr_scheduler_kwargs,
-            )
-            self._created_lr_scheduler = True
+            optimizer = optimizer or self.optimizer
+            schedule = self.lr_schedule(num_training_steps)
+            if self.args.lr_schedule == "transformers":
+                self.lr_scheduler = get_scheduler(
+                    self.args.lr_scheduler_type, optimizer=optimizer,
+                    num_warmup_steps=min(num_training_steps, round(schedule.warmup_epochs * schedule.steps_per_epoch)),
+                    num_training_steps=num_training_steps, scheduler_specific_kwargs=self.args.lr_scheduler_kwargs,
+                )
+            else:
+                self.lr_scheduler = deit_scheduler(optimizer, schedule)
+            self._built_lr_scheduler = True  # rebuilt by the next train() (its length may differ)
         return self.lr_scheduler
 
-    # --- data -------------------------------------------------------------------------------------------------
-    def get_train_dataloader(self):
-        dataloader = super().get_train_dataloader()
-        # Optimizer steps per epoch, as the Trainer counts them, for warmup_epochs (create_scheduler comes later).
-        if has_length(dataloader):
-            accumulation = self.args.gradient_accumulation_steps
-            self._steps_per_epoch = max(len(dataloader) // accumulation + int(len(dataloader) % accumulation > 0), 1)
-        else:
-            self._steps_per_epoch = None
-        return dataloader
+    def lr_schedule(self, num_training_steps: int) -> DeiTSchedule:
+        """The paper's cosine in epochs of this run's data (a stream without a length: max_steps over
+        num_train_epochs nominal epochs); --warmup_steps (transformers' field), when set, replaces warmup_epochs."""
+        args = self.args
+        steps_per_epoch = self._steps_per_epoch or num_training_steps / max(args.num_train_epochs, 1e-9)
+        warmup_epochs = args.warmup_epochs
+        if args.warmup_steps > 0:
+            warmup_epochs = args.get_warmup_steps(num_training_steps) / steps_per_epoch
+        granularity = "step" if args.lr_schedule == "transformers" else args.lr_schedule
+        return DeiTSchedule(
+            args.learning_rate, steps_per_epoch, num_training_steps / steps_per_epoch, warmup_epochs, args.warmup_lr,
+            args.min_lr, granularity,
+        )
 
+    # --- data -------------------------------------------------------------------------------------------------
     def _get_dataloader(self, dataset, description, batch_size, sampler_fn=None, is_training=False, dataloader_key=None):
         # Private override (transformers' `Trainer._get_dataloader(dataset, description, batch_size, sampler_fn,
         # is_training, dataloader_key)`, which builds every loader and passes it to accelerator.prepare): it
@@ -453,6 +467,8 @@ class DistillationTrainer(Trainer):
         a checkpoint checked before anything is loaded (hf_deit.distillation.checkpoints: missing optimizer/scheduler
         state, a corrupt file or weights that do not match the model stop the run; a missing RNG state warns that the
         resume is no longer exact). The checkpoint's EMA weights are loaded here too."""
+        if self._built_lr_scheduler:  # ours is built for one run's length (transformers resets its own likewise)
+            self.lr_scheduler, self._built_lr_scheduler = None, False
         checkpoint = resolve_resume_checkpoint(resume_from_checkpoint, self.args.output_dir)
         # DeepSpeed and FSDP write their optimizer state and weights in their own layouts, which they check themselves.
         if checkpoint is not None and not (self.is_deepspeed_enabled or self.is_fsdp_enabled):
@@ -485,17 +501,22 @@ class DistillationTrainer(Trainer):
         # transformers saves whatever the weights hold; a diverged step would be published as the result.
         self.check_finite_weights("the model was")
         super().save_model(output_dir, _internal_call)
+        if not _internal_call and self.args.should_save:  # the final model: its EMA weights are kept beside it
+            self._save_ema(output_dir or self.args.output_dir)
 
     def save_extra_state(self, checkpoint_dir: str) -> None:
         """What a checkpoint needs besides transformers' files: a stream's position and the EMA weights."""
         if not has_length(self.train_dataset):
             with open(os.path.join(checkpoint_dir, STREAM_STATE_NAME), "w") as f:
                 json.dump({"epoch": self._epoch, "batches_in_epoch": self._batches_in_epoch}, f)
+        self._save_ema(checkpoint_dir)
+
+    def _save_ema(self, directory: str) -> None:
         if self.model_ema is not None:
             from safetensors.torch import save_file
 
             state = {k: v.contiguous() for k, v in self.model_ema.module.state_dict().items()}
-            save_file(state, os.path.join(checkpoint_dir, EMA_WEIGHTS_NAME))
+            save_file(state, os.path.join(directory, EMA_WEIGHTS_NAME))
 
     # --- evaluation and publishing ----------------------------------------------------------------------------
     def evaluate(self, eval_dataset=None, ignore_keys=None, metric_key_prefix: str = "eval") -> dict[str, float]:

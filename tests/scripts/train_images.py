@@ -49,6 +49,8 @@ def main() -> None:
         per_device_train_batch_size=6,
         max_steps=cli.max_steps,
         save_steps=cli.save_steps,
+        save_strategy="steps",
+        save_total_limit=0,  # keep every checkpoint: the test lists them
         logging_steps=1,
         warmup_epochs=1,
         base_learning_rate=0.05,  # lr 6e-4 at batch 6: steps large enough that any difference shows

@@ -111,6 +111,7 @@ def main() -> None:
         num_train_epochs=cli.epochs or 300,
         save_steps=cli.save_steps,
         save_strategy="steps" if not epochs_mode else "no",
+        save_total_limit=0,  # keep every checkpoint: the test lists them
         logging_steps=1,
         warmup_epochs=1,
         report_to="none",
