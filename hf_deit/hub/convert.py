@@ -277,7 +277,7 @@ def from_official(path: str | Path, preset: str | None = None, **config_override
 TIMM_LAYER_NORM_EPS = 1e-6
 # Every tensor that writes into the residual stream (timm names): the embeddings and each block's output projections.
 _RESIDUAL_WRITERS = re.compile(
-    r"(cls_token|dist_token|pos_embed|patch_embed\.proj\.(weight|bias)|blocks\.\d+\.(attn\.proj|mlp\.fc2)\.(weight|bias))"
+    r"cls_token|dist_token|pos_embed|patch_embed\.proj\.(weight|bias)|blocks\.\d+\.(attn\.proj|mlp\.fc2)\.(weight|bias)"
 )
 
 
