@@ -63,6 +63,20 @@ def test_one_image_through_the_saved_code_matches_hf_deit(tiny_student, imagenet
     assert result.crop.shape == (32, 32, 3) and result.crop.dtype.name == "uint8"
 
 
+def test_a_teacher_sees_the_students_crop_and_is_shown(tiny_student, imagenet_photos):
+    model, processor = load_model(str(tiny_student))
+    seen = []
+
+    def teacher(pixel_values):  # says "ship" with certainty
+        seen.append(pixel_values)
+        return torch.nn.functional.one_hot(torch.tensor([8]), 10).float() * 20
+
+    result = explain(model, processor, decode_image(imagenet_photos[0][0]), teacher=teacher)
+    assert seen[0].shape == (1, 3, 32, 32)  # the student's normalised crop, as in training (FrozenTeacher adapts it)
+    assert next(iter(result.predictions["teacher"].items())) == ("ship", pytest.approx(1.0, abs=1e-6))
+    assert "The teacher says **ship**" in agreement_markdown(result)
+
+
 def test_attention_rollout_is_the_product_of_residual_mixed_attention():
     """Abnar & Zuidema's rollout: (A_2 + I)/2 @ (A_1 + I)/2 for row-stochastic A averaged over heads (order matters)."""
     generator = torch.Generator().manual_seed(0)
@@ -105,3 +119,34 @@ def test_app_without_gradio_says_what_to_install(tiny_student, monkeypatch, caps
     assert main(["app", str(tiny_student)]) == 1
     error = capsys.readouterr().err
     assert error.count("\n") == 1 and 'pip install -e ".[app]"' in error
+
+
+def test_app_command_loads_a_timm_teacher_folder(tiny_student, imagenet_photos, tmp_path, monkeypatch):
+    """`hf-deit app MODEL --teacher T --examples DIR --port N`: the page gets a frozen teacher over the student's
+    classes and the examples, and is served on the port (gradio's launch recorded, nothing served)."""
+    pytest.importorskip("gradio", reason='gradio is not installed: pip install -e ".[app]"')
+    import timm
+    from timm.models import save_for_hf
+
+    import hf_deit.app
+
+    save_for_hf(timm.create_model("resnet10t", pretrained=False, num_classes=10), tmp_path / "teacher")
+    (tmp_path / "photos").mkdir()
+    (tmp_path / "photos" / "a.jpg").write_bytes(imagenet_photos[0][0].read_bytes())
+    built = {}
+
+    class Page:
+        def launch(self, **kwargs):
+            built["launch"] = kwargs
+
+    def build_demo(model, processor, teacher=None, examples=()):
+        built.update(teacher=teacher, examples=examples)
+        return Page()
+
+    monkeypatch.setattr(hf_deit.app, "build_demo", build_demo)
+    args = ["app", str(tiny_student), "--teacher", str(tmp_path / "teacher"), "--examples", str(tmp_path / "photos"),
+            "--port", "7999"]  # fmt: skip
+    assert main(args) == 0
+    assert built["launch"] == {"server_name": None, "server_port": 7999}
+    assert built["examples"] == [str(tmp_path / "photos" / "a.jpg")]
+    assert built["teacher"](torch.zeros(1, 3, 32, 32)).shape == (1, 10)
