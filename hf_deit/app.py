@@ -278,7 +278,10 @@ def build_demo(model, processor, teacher: Teacher | None = None, examples: Seque
     with gr.Blocks(title=title) as demo:
         gr.Markdown(f"# {title}\n{_intro(model.config)}")
         with gr.Row():
-            image = gr.Image(type="filepath", label="Image", elem_id="input-image", height=300)
+            with gr.Column():
+                image = gr.Image(type="filepath", label="Image", elem_id="input-image", height=300)
+                if examples:
+                    gr.Examples(examples=[[path] for path in examples], inputs=[image])
             agreement = gr.Markdown(elem_id="agreement")
         with gr.Row():
             labels = [gr.Label(num_top_classes=top_k, label=f"{h} head" if h in HEADS else h, elem_id=f"head-{h}")
@@ -286,8 +289,6 @@ def build_demo(model, processor, teacher: Teacher | None = None, examples: Seque
         maps = gr.Gallery(label="Attention to the patches (each map from its lowest, dark, to its highest, bright)",
                           elem_id="attention-maps", columns=5, height=280, object_fit="contain")  # fmt: skip
         cosine = gr.Markdown(elem_id="cosine")
-        if examples:
-            gr.Examples(examples=[[path] for path in examples], inputs=[image])
         image.change(run, inputs=image, outputs=[*labels, agreement, maps, cosine], api_name="explain")
     return demo
 

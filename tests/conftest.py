@@ -61,9 +61,13 @@ CIFAR10_CLASSES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog
 
 @pytest.fixture(scope="session")
 def tiny_student(tmp_path_factory) -> Path:
-    """A tiny distilled DeiT saved as a run saves it (weights, config, model code, image processor, a card), with
-    CIFAR-10's class names. Its two heads get different class biases half a logit apart, so that they rank the
-    classes differently and without near-ties on any image; the images still move every probability."""
+    return save_tiny_student(tmp_path_factory.mktemp("tiny_student"))
+
+
+def save_tiny_student(folder: Path) -> Path:
+    """A tiny distilled DeiT (untrained) saved as a run saves it (weights, config, model code, image processor, a
+    card), with CIFAR-10's class names. Its two heads get different class biases half a logit apart, so that they
+    rank the classes differently and without near-ties on any image; the images still move every probability."""
     from hf_deit import DeiTConfig, DeiTForImageClassification, image_processor_for
 
     torch.manual_seed(0)
@@ -74,7 +78,6 @@ def tiny_student(tmp_path_factory) -> Path:
         steps = 0.5 * torch.arange(10, dtype=torch.float32)
         model.cls_classifier.bias.copy_(steps[torch.randperm(10)])
         model.distillation_classifier.bias.copy_(steps[torch.randperm(10)])
-    folder = tmp_path_factory.mktemp("tiny_student")
     model.save_pretrained(folder)
     image_processor_for(config).save_pretrained(folder)
     (folder / "README.md").write_text("---\nlicense: apache-2.0\n---\n# tiny student\n")

@@ -3,7 +3,7 @@ by playwright) uploads a real photo, waits for the three heads and the attention
 what `hf-deit predict` says on the same file.
 
 Skipped, with the reason, where gradio, playwright or Chromium is missing; with CI=true that is a failure (.ci/run
-installs Chromium). As a script it takes the screenshot shown in the README:
+installs Chromium). As a script it takes the screenshot shown in the README (MODEL "tiny": this test's model):
 
     python tests/test_app_browser.py MODEL PHOTO OUT.png [--teacher T] [--examples DIR]
 """
@@ -158,5 +158,14 @@ if __name__ == "__main__":
     args = parser.parse_args()
     options = [*(["--teacher", args.teacher] if args.teacher else []),
                *(["--examples", args.examples] if args.examples else [])]  # fmt: skip
+    if args.model == "tiny":
+        import tempfile
+
+        from conftest import save_tiny_student
+
+        args.model = str(save_tiny_student(Path(tempfile.mkdtemp()) / "tiny_student"))
     with serve_app(args.model, *options) as page_url:
         print(json.dumps(show_in_browser(page_url, args.photo, screenshot=args.output), indent=1))
+    from PIL import Image
+
+    Image.open(args.output).convert("RGB").quantize(colors=256).save(args.output, optimize=True)  # docs-sized PNG

@@ -308,7 +308,7 @@ def check_hub_access(token: str | bool | None = None) -> None:
         )
     if token is False or (not isinstance(token, str) and get_token() is None):
         raise PermissionError(
-            "no Hugging Face token: run `hf auth login`, set HF_TOKEN, or pass token=... (a token with write access)"
+            "no Hugging Face token: run `hf auth login` or set HF_TOKEN (a token with write access)"
         )
 
 
