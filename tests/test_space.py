@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import sysconfig
@@ -27,7 +28,7 @@ def front_matter(readme: Path) -> dict:
 
 def test_space_folder_for_a_local_model(tiny_student, imagenet_photos, tmp_path, capsys):
     model = tmp_path / "model_run"
-    subprocess.run(["cp", "-r", str(tiny_student), str(model)], check=True)  # its card gets edited
+    shutil.copytree(tiny_student, model)  # its card gets edited
     photos = tmp_path / "photos"
     photos.mkdir()
     for path, _ in imagenet_photos[:2]:
@@ -64,7 +65,7 @@ def test_space_folder_for_a_hub_model(tmp_path):
 
 def test_space_refuses_a_folder_without_model_code(tiny_student, tmp_path):
     model = tmp_path / "old"
-    subprocess.run(["cp", "-r", str(tiny_student), str(model)], check=True)
+    shutil.copytree(tiny_student, model)
     config = json.loads((model / "config.json").read_text())
     config.pop("auto_map")
     (model / "config.json").write_text(json.dumps(config))
