@@ -143,9 +143,12 @@ def main() -> None:
         print(f"  DeiT student, {head + ' head':<17}{results[f'eval_{head}_top1']:6.2f}%")
     print(f"  pipeline on the {len(samples)} digits above: {correct}/{len(samples)} correct")
     print(f"\nModel, image processor, model card and training curves: {student}")
-    print(f"Publish it: python -c \"from hf_deit import DeiTForImageClassification; "
-          f"from hf_deit.hub.model_card import push_model_to_hub; "
-          f"push_model_to_hub(DeiTForImageClassification.from_pretrained('{student}'), '<you>/deit-mnist')\"")
+    examples = root / "examples"  # the held-out digits above, one per class, for the demo page
+    examples.mkdir(exist_ok=True)
+    for path in samples:
+        (examples / f"digit_{path.parent.name}.png").write_bytes(path.read_bytes())
+    print(f"Look at it: hf-deit app {student} --teacher {teacher} --examples {examples}   (pip install -e \".[app]\")")
+    print(f"Publish it: hf-deit push {student} <you>/deit-mnist   (then a Space: hf-deit space {student} <folder>)")
     print(f"Done in {time.time() - started:.0f} s.")
 
 

@@ -23,10 +23,11 @@ from dataclasses import asdict, dataclass, field
 from typing import Iterable
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
+# The per-image token maths live in app.py, the demo page's file, which a Space runs where hf_deit is not installed.
+from .app import prefix_attention_maps, token_cosine_similarity
 from .models.modeling_deit import DeiTForImageClassification
 
 ANALYSIS_JSON = "analysis.json"
@@ -51,31 +52,6 @@ class TokenAnalysis:
         record = asdict(self)
         record.pop("attention_maps"), record.pop("attention_images")
         return record
-
-
-def token_cosine_similarity(
-    hidden_states: Iterable[torch.Tensor], final_norm: nn.Module
-) -> torch.Tensor:
-    """Per-image cosine similarity of token 0 (cls) and token 1 (distillation): (layers + 2, batch).
-
-    `hidden_states`: the model's `output_hidden_states` (embeddings output, then each block's output); the last
-    row adds the final norm applied to the last block's output, the representation the two heads read.
-    """
-    states = list(hidden_states)
-    states.append(final_norm(states[-1]))
-    return torch.stack([F.cosine_similarity(h[:, 0].float(), h[:, 1].float(), dim=-1) for h in states])
-
-
-def prefix_attention_maps(attention: torch.Tensor, num_prefix_tokens: int, grid: tuple[int, int]) -> torch.Tensor:
-    """Attention of the cls and distillation tokens to the patches, averaged over heads: (batch, 2, gh, gw).
-
-    `attention`: one block's probabilities (batch, heads, seq, seq) with seq = prefix tokens + gh * gw patches.
-    The values are the attention probabilities themselves (each row of the full matrix sums to 1 over all tokens,
-    so a map sums to less than 1 by what the token gives to the two prefix tokens).
-    """
-    mean = attention.float().mean(dim=1)  # (batch, seq, seq)
-    to_patches = mean[:, :2, num_prefix_tokens:]  # (batch, 2, gh * gw): rows of the cls and distillation tokens
-    return to_patches.reshape(attention.shape[0], 2, *grid)
 
 
 class _Counts:

@@ -1,4 +1,4 @@
-"""The `hf-deit` command: convert | shard | predict | analyze | cache-teacher | recipe.
+"""The `hf-deit` command: convert | shard | predict | analyze | cache-teacher | recipe | app | space | push.
 
     hf-deit convert --from timm deit_tiny_distilled_patch16_224 ./deit-tiny   # timm name, .pth/.safetensors path
     hf-deit convert --from official deit_small_distilled_patch16_224-649709d9.pth ./deit-small
@@ -11,6 +11,9 @@
     hf-deit cache-teacher runs/teacher_cifar10 ../shared/data/cifar10 runs/teacher_cifar10/cache-train.parquet
     hf-deit analyze ./deit-tiny-distilled ./imagenet --split validation --teacher timm/regnety_160.deit_in1k
     hf-deit recipe --dataset_size 1281167 --world_size 8 --per_device_train_batch_size 128   # any distill.py flag
+    hf-deit app ./deit-tiny-distilled --teacher runs/teacher --examples ./photos   # the demo page (needs .[app])
+    hf-deit space ./deit-tiny-distilled ./space --examples ./photos   # the same page as a Hugging Face Space folder
+    hf-deit push ./deit-tiny-distilled you/deit-tiny-distilled --private   # weights, code, card, curves, analysis
 
 Errors are one line on stderr with exit code 1; `hf-deit --debug ...` shows the full traceback instead.
 """
@@ -125,6 +128,67 @@ def _recipe(args: argparse.Namespace) -> None:
     print(recipe_report(args.flags))
 
 
+def _app(args: argparse.Namespace) -> None:
+    from .app import build_demo, image_files, import_gradio, load_model
+
+    import_gradio()  # the one-line install hint comes before the model load
+    examples = image_files(args.examples)
+    model, processor = load_model(args.model, args.device)
+    teacher = None
+    if args.teacher:
+        from .distillation.teacher import load_teacher
+
+        # The teacher sees the student's crop, renormalised and resized for itself, as in training.
+        teacher = load_teacher(args.teacher, num_labels=model.config.num_labels, device=model.device,
+                               student_mean=processor.image_mean, student_std=processor.image_std)  # fmt: skip
+    demo = build_demo(model, processor, teacher=teacher, examples=examples)
+    demo.launch(server_name=args.host, server_port=args.port)
+
+
+def _space(args: argparse.Namespace) -> None:
+    from .space import write_space
+
+    paths = write_space(args.model, args.output_dir, examples=args.examples, space_id=args.space_id, title=args.title)
+    for role, path in paths.items():
+        print(f"{role}: {path}")
+    print(f"Run it here: cd {args.output_dir} && python app.py   Share it: hf upload --repo-type space "
+          f"{args.space_id or '<you>/<space-name>'} {args.output_dir} .")
+
+
+def _push(args: argparse.Namespace) -> None:
+    from .hub.model_card import push_folder
+
+    commit = push_folder(args.model, args.repo_id, private=args.private or None, revision=args.revision)
+    print(f"Uploaded {args.model} to https://huggingface.co/{args.repo_id} ({getattr(commit, 'commit_url', commit)})")
+
+
+def _add_sharing_commands(sub) -> None:
+    """app | space | push: show a model and share it."""
+    p = sub.add_parser("app", help='the demo page (gradio): the heads\' top-5 and the tokens\' attention on an image')
+    p.add_argument("model", help="a saved distilled hf_deit folder or Hub id")
+    p.add_argument("--teacher", default=None, help="a teacher (as --teacher_name_or_path) shown beside the heads")
+    p.add_argument("--examples", default=None, help="a folder of example images")
+    p.add_argument("--port", type=int, default=None, help="default: $GRADIO_SERVER_PORT or 7860")
+    p.add_argument("--host", default=None, help="default: 127.0.0.1 (0.0.0.0 serves other machines too)")
+    p.add_argument("--device", default=None, help="e.g. cpu, cuda:0 (default: cpu)")
+    p.set_defaults(func=_app)
+
+    p = sub.add_parser("space", help="write a Hugging Face Space folder running the demo page for a model")
+    p.add_argument("model", help="a saved distilled hf_deit folder (copied into the Space) or Hub id (referenced)")
+    p.add_argument("output_dir")
+    p.add_argument("--examples", default=None, help="a folder of example images (copied)")
+    p.add_argument("--space-id", default=None, help="owner/name the Space will have: the model card links it")
+    p.add_argument("--title", default=None)
+    p.set_defaults(func=_space)
+
+    p = sub.add_parser("push", help="upload a saved model folder to the Hub (weights, code, card, curves, analysis)")
+    p.add_argument("model", help="a saved hf_deit model folder")
+    p.add_argument("repo_id", help="owner/name on the Hub (created when missing)")
+    p.add_argument("--private", action="store_true", help="create the repository private")
+    p.add_argument("--revision", default=None, help="a branch to upload to (created when missing)")
+    p.set_defaults(func=_push)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="hf-deit", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--version", action=_VersionAction, help="show the versions of hf-deit and its main libraries")
@@ -180,6 +244,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default=None, help="e.g. cpu, cuda:0 (default: cuda when available)")
     p.set_defaults(func=_cache_teacher)
     _add_recipe_parser(sub)
+    _add_sharing_commands(sub)
     return parser
 
 

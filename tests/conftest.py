@@ -54,3 +54,31 @@ def pytest_configure(config):
                "torch_compile_test")  # fmt: skip
     for marker in markers:
         config.addinivalue_line("markers", f"{marker}: transformers' test marker")
+
+
+CIFAR10_CLASSES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
+
+
+@pytest.fixture(scope="session")
+def tiny_student(tmp_path_factory) -> Path:
+    return save_tiny_student(tmp_path_factory.mktemp("tiny_student"))
+
+
+def save_tiny_student(folder: Path) -> Path:
+    """A tiny distilled DeiT (untrained) saved as a run saves it (weights, config, model code, image processor, a
+    card), with CIFAR-10's class names. Its two heads get different class biases half a logit apart, so that they
+    rank the classes differently and without near-ties on any image; the images still move every probability."""
+    from hf_deit import DeiTConfig, DeiTForImageClassification, image_processor_for
+
+    torch.manual_seed(0)
+    config = DeiTConfig(image_size=32, patch_size=8, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+                        id2label=dict(enumerate(CIFAR10_CLASSES)))  # fmt: skip
+    model = DeiTForImageClassification(config).eval()
+    with torch.no_grad():
+        steps = 0.5 * torch.arange(10, dtype=torch.float32)
+        model.cls_classifier.bias.copy_(steps[torch.randperm(10)])
+        model.distillation_classifier.bias.copy_(steps[torch.randperm(10)])
+    model.save_pretrained(folder)
+    image_processor_for(config).save_pretrained(folder)
+    (folder / "README.md").write_text("---\nlicense: apache-2.0\n---\n# tiny student\n")
+    return folder

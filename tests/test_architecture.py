@@ -21,6 +21,7 @@ LONG_FUNCTION_MARKER = "# long function:"
 # package root may import anything.
 ALLOWED_IMPORTS = {
     "hf_deit.models": set(),
+    "hf_deit.app": set(),  # `hf-deit space` copies it as a Space's app.py, where hf_deit is not installed
     "hf_deit.data": {"hf_deit.models"},
     "hf_deit.hub": {"hf_deit.models", "hf_deit"},
     "hf_deit.distillation": {"hf_deit.models", "hf_deit.data", "hf_deit.hub", "hf_deit"},
@@ -80,6 +81,22 @@ def test_packages_import_only_what_the_layout_allows(package):
             if target_package != package and target_package not in ALLOWED_IMPORTS[package]:
                 wrong.append(f"{module} imports {target}")
     assert not wrong, f"{package} may import only {sorted(ALLOWED_IMPORTS[package]) or 'nothing of ours'}: {wrong}"
+
+
+# What a Space running hf_deit/app.py has: its requirements.txt (hf_deit/space.py) plus the Space's gradio.
+SPACE_PACKAGES = {"torch", "numpy", "PIL", "transformers", "gradio"}
+
+
+def test_the_app_imports_only_what_a_space_has():
+    import sys
+
+    tree = ast.parse((PACKAGE / "app.py").read_text())
+    imports = [node for node in ast.walk(tree) if isinstance(node, ast.Import)]
+    roots = {alias.name.split(".")[0] for node in imports for alias in node.names}
+    roots |= {node.module.split(".")[0] for node in ast.walk(tree)
+              if isinstance(node, ast.ImportFrom) and node.level == 0 and node.module}  # fmt: skip
+    assert not any(isinstance(node, ast.ImportFrom) and node.level for node in ast.walk(tree)), "relative import"
+    assert roots - sys.stdlib_module_names - {"__future__"} <= SPACE_PACKAGES, roots
 
 
 def find_cycle(graph: dict[str, set[str]]) -> list[str] | None:

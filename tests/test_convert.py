@@ -262,6 +262,54 @@ def test_position_embedding_resize_matches_timm():
         assert_close(timm_dynamic(x), dynamic)
 
 
+# Our tensors that write into the residual stream (the embeddings, each block's attention and MLP output projections).
+STREAM_WRITERS = ("cls_token", "distillation_token", "position_embeddings", "patch_embeddings", "o_proj", "fc2")
+
+
+@pytest.mark.parametrize("eps", [1e-6, 1e-12])  # timm's LayerNorm eps, transformers' DeiT default
+def test_to_timm_saves_and_reloads_with_timm_alone(tmp_path, eps):
+    """timm's own save_for_hf, then timm.create_model("local-dir:...", pretrained=True): the logits of our model.
+
+    The residual stream is made small (values ~1e-3, variance ~1e-6, as large as timm's eps), so that the eps decides
+    the logits: a reload that fell back to timm's eps would be off by far more than float rounding."""
+    from timm.models import save_for_hf
+
+    from hf_deit import DeiTConfig, DeiTForImageClassification
+
+    config = DeiTConfig(image_size=32, patch_size=8, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+                        num_labels=5, layer_norm_eps=eps)  # fmt: skip
+    model = perturb_(DeiTForImageClassification(config))
+    with torch.no_grad():
+        for name, parameter in model.named_parameters():
+            if any(part in name for part in STREAM_WRITERS):
+                parameter.mul_(1e-3)
+    x = images(32)
+    with torch.no_grad():
+        expected = model(x).logits
+        save_for_hf(to_timm(model), tmp_path)
+        reloaded = timm.create_model(f"local-dir:{tmp_path}", pretrained=True).eval()
+        assert type(reloaded).__name__ == "VisionTransformerDistilled" and reloaded.num_classes == 5
+        torch.testing.assert_close(reloaded(x), expected, rtol=1e-4, atol=1e-5)
+        # The same model at timm's eps gives other logits: the check above can tell the eps apart.
+        model.apply(lambda m: setattr(m, "eps", 1e-6) if isinstance(m, torch.nn.LayerNorm) else None)
+        assert eps == 1e-6 or (model(x).logits - expected).abs().max() > 1e-2
+
+
+def test_to_timm_exact_weights_keeps_our_tensors():
+    from hf_deit import DeiTConfig, DeiTForImageClassification
+
+    config = DeiTConfig(image_size=32, patch_size=8, hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
+                        num_labels=5, layer_norm_eps=1e-12)  # fmt: skip
+    model = perturb_(DeiTForImageClassification(config))
+    exact, scaled = to_timm(model, exact_weights=True), to_timm(model)
+    assert exact.norm.eps == 1e-12 and scaled.norm.eps == 1e-6
+    assert torch.equal(exact.pos_embed, model.deit.embeddings.position_embeddings)
+    torch.testing.assert_close(scaled.pos_embed, 1000 * model.deit.embeddings.position_embeddings)
+    x = images(32)
+    with torch.no_grad():
+        torch.testing.assert_close(scaled(x), exact(x), rtol=1e-4, atol=1e-5)
+
+
 def test_to_timm_carries_our_preprocessing_for_timm_data(imagenet_photos):
     """timm's own data config + eval transform on the exported model give our image processor's pixels."""
     import timm.data

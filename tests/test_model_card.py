@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
-from huggingface_hub import HfApi, ModelCard
+from huggingface_hub import HfApi, ModelCard, constants
 from huggingface_hub.repocard_data import eval_results_to_model_index, model_index_to_eval_results
 from transformers import Trainer, TrainingArguments
 
@@ -188,6 +188,9 @@ def capture_hub(monkeypatch) -> dict:
     from huggingface_hub import CommitInfo, RepoUrl
 
     seen: dict = {"files": None}
+    # push_model_to_hub checks first that the Hub can be written to: online, with a token.
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+    monkeypatch.setenv("HF_TOKEN", "hf_test_token")
 
     def commit_info(repo_id):
         url = f"https://huggingface.co/{repo_id}/commit/0"

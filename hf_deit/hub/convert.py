@@ -272,10 +272,38 @@ def from_official(path: str | Path, preset: str | None = None, **config_override
     return from_timm(state_dict, preset=preset or _preset_from_filename(str(path)), **config_overrides)
 
 
-def to_timm(model: DeiTForImageClassification) -> nn.Module:
+# timm's LayerNorm default, the only eps a timm config.json can rebuild: `save_for_hf` records the model's creation
+# arguments as JSON, and a `partial(nn.LayerNorm, eps=...)` norm layer is not JSON (timm: "not serializable").
+TIMM_LAYER_NORM_EPS = 1e-6
+# Every tensor that writes into the residual stream (timm names): the embeddings and each block's output projections.
+_RESIDUAL_WRITERS = re.compile(
+    r"cls_token|dist_token|pos_embed|patch_embed\.proj\.(weight|bias)|blocks\.\d+\.(attn\.proj|mlp\.fc2)\.(weight|bias)"
+)
+
+
+def _rescale_residual_stream(state_dict: dict[str, torch.Tensor], scale: float) -> dict[str, torch.Tensor]:
+    """Multiply the residual stream by `scale`: every tensor that writes into it, in float64 then back."""
+    return {
+        key: (value.double() * scale).to(value.dtype) if _RESIDUAL_WRITERS.fullmatch(key) else value
+        for key, value in state_dict.items()
+    }
+
+
+def to_timm(model: DeiTForImageClassification, *, exact_weights: bool = False) -> nn.Module:
     """The same network as a timm model (`VisionTransformerDistilled` for distilled DeiT), in eval mode.
 
-    Its eval output equals our fused `logits` when `config.fusion == "mean"` (timm always averages the heads).
+    Its eval output equals our fused `logits` when `config.fusion == "mean"` (timm always averages the heads), and
+    timm saves and reloads it as it is: `timm.models.save_for_hf(m, dir)` then
+    `timm.create_model(f"local-dir:{dir}", pretrained=True)` gives the same logits.
+
+    A LayerNorm eps other than timm's 1e-6 (transformers' DeiT ports use 1e-12) cannot be written in a timm config,
+    so it is moved into the weights instead: in a pre-norm ViT the residual stream is read only through LayerNorms,
+    and LN(c x; eps') = LN(x; eps) for c = sqrt(eps' / eps). Every tensor that writes into the stream (tokens,
+    position and patch embeddings, each block's attention and MLP output projections) is multiplied by c, and the
+    timm model keeps timm's eps. The logits are the same (up to float rounding); the scaled tensors are not ours
+    bit for bit, and for eps = 1e-12 (c = 1000) the stream's values are 1000 times larger, which fp16 may overflow
+    (bf16 and fp32 are fine). `exact_weights=True` keeps our tensors as they are and passes the eps as
+    `partial(nn.LayerNorm, eps=...)`, which timm's `save_for_hf` refuses. With eps = 1e-6 both are the same.
     """
     import timm
 
@@ -283,6 +311,8 @@ def to_timm(model: DeiTForImageClassification) -> nn.Module:
     if config.hidden_act != "gelu":
         raise ValueError(f"timm's DeiT uses exact GELU; this model has hidden_act={config.hidden_act!r}.")
     distilled = config.use_distillation_token
+    eps = config.layer_norm_eps
+    norm = {"norm_layer": partial(nn.LayerNorm, eps=eps)} if exact_weights and eps != TIMM_LAYER_NORM_EPS else {}
     timm_model = timm.create_model(
         # The registered name only supplies pretrained_cfg (ImageNet mean/std); every shape is overridden below.
         "deit_base_distilled_patch16_224" if distilled else "deit_base_patch16_224",
@@ -296,10 +326,13 @@ def to_timm(model: DeiTForImageClassification) -> nn.Module:
         num_heads=config.num_attention_heads,
         mlp_ratio=config.mlp_ratio,
         qkv_bias=config.qkv_bias,
-        norm_layer=partial(nn.LayerNorm, eps=config.layer_norm_eps),
         drop_path_rate=config.drop_path_rate,
+        **norm,
     )
-    timm_model.load_state_dict(_rename(model.state_dict(), _BACKWARD, "hf_deit"), strict=True)
+    state_dict = _rename(model.state_dict(), _BACKWARD, "hf_deit")
+    if not exact_weights and eps != TIMM_LAYER_NORM_EPS:
+        state_dict = _rescale_residual_stream(state_dict, math.sqrt(TIMM_LAYER_NORM_EPS / eps))
+    timm_model.load_state_dict(state_dict, strict=True)
     timm_model.pretrained_cfg = _timm_pretrained_cfg(config, timm_model.pretrained_cfg)
     return timm_model.eval()
 

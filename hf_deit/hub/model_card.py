@@ -6,7 +6,8 @@ Entry points:
   * `build_model_card(config, ...)`: any checkpoint (trained here, or converted with only `source=`).
   * `render_model_card(facts)`: the card for `ModelCardFacts`; after training, `DistillationTrainer.create_model_card`
     gathers them (hf_deit.distillation.card_facts) and writes `output_dir/README.md` + `training_curves.png`.
-  * `push_model_to_hub(model, repo_id, ...)`: weights + config + code + image processor + card in one commit.
+  * `push_model_to_hub(model, repo_id, ...)`: weights + config + code + image processor + card (+ curves and
+    token analysis from the model's folder) in one commit; `push_folder(dir, repo_id)` is `hf-deit push`.
 
 Accuracies are written as percentages (two decimals) both in the table and in the `model-index` metadata, the
 convention of ImageNet leaderboards and timm's cards.
@@ -23,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from huggingface_hub import EvalResult, HfApi, ModelCard, ModelCardData
+from huggingface_hub import EvalResult, HfApi, ModelCard, ModelCardData, constants, get_token
 from transformers import BaseImageProcessor, PreTrainedModel
 
 from ..models.configuration_deit import DeiTConfig
@@ -31,6 +32,7 @@ from ..models.modeling_deit import HEADS
 
 TEMPLATE_PATH = Path(__file__).parent / "templates" / "model_card.md"
 CURVES_FILENAME = "training_curves.png"
+ANALYSIS_DIRNAME = "analysis"  # `hf-deit analyze` writes here by default and links it from the card
 TAGS = ["image-classification", "deit", "distillation", "hf_deit", "vision"]
 RecipeValue = str | int | float  # a hyper-parameter as the card prints it
 
@@ -296,6 +298,40 @@ def plot_training_curves(log_history: list[dict[str, Any]], path: str | Path) ->
     return Path(path)
 
 
+def check_hub_access(token: str | bool | None = None) -> None:
+    """Fail before any upload work, in one sentence, when the Hub cannot be written to from here: offline mode is on
+    (HF_HUB_OFFLINE / TRANSFORMERS_OFFLINE) or no token is given or stored."""
+    if constants.is_offline_mode():
+        raise ConnectionError(
+            "the Hugging Face Hub is switched off here (HF_HUB_OFFLINE or TRANSFORMERS_OFFLINE is set): unset it "
+            "to upload"
+        )
+    if token is False or (not isinstance(token, str) and get_token() is None):
+        raise PermissionError(
+            "no Hugging Face token: run `hf auth login` or set HF_TOKEN (a token with write access)"
+        )
+
+
+def _create_repo(api: HfApi, repo_id: str, private: bool | None, token: str | bool | None) -> str:
+    try:
+        return api.create_repo(repo_id, private=private, token=token, exist_ok=True).repo_id
+    except Exception as error:  # noqa: BLE001  (the HTTP client's own errors, e.g. httpx's, name no Hub)
+        if type(error).__module__.split(".")[0].startswith("httpx"):
+            raise ConnectionError(f"cannot reach the Hugging Face Hub at {constants.ENDPOINT}: {error}") from error
+        raise
+
+
+def _copy_run_files(source_dir: Path | None, folder: str, with_card: bool) -> None:
+    """The card (when `with_card`), its curves PNG and the token analysis of a model's saved folder."""
+    if source_dir is None:
+        return
+    if with_card and (source_dir / CURVES_FILENAME).is_file():
+        shutil.copy(source_dir / CURVES_FILENAME, folder)
+    # Only the default analysis location: the card links it by a path relative to the card.
+    if (source_dir / ANALYSIS_DIRNAME).is_dir():
+        shutil.copytree(source_dir / ANALYSIS_DIRNAME, Path(folder) / ANALYSIS_DIRNAME)
+
+
 def push_model_to_hub(
     model: PreTrainedModel,
     repo_id: str,
@@ -316,14 +352,18 @@ def push_model_to_hub(
     transformers' `PreTrainedModel.push_to_hub` uploads neither the image processor nor our card (it writes a
     generic README), hence this helper. When `card` is None and the model was loaded from a local folder that has a
     README.md (e.g. a training run's output_dir), that card and its curves PNG are reused, since they hold the
-    training details the model object no longer knows; otherwise `build_model_card(model.config)` is used.
+    training details the model object no longer knows; otherwise `build_model_card(model.config)` is used. That
+    folder's `analysis/` (`hf-deit analyze`) goes too. `revision`: a branch, created when missing.
     The keyword arguments are those of transformers' `push_to_hub`; `tags` are added to the card's tags.
     """
     from .. import __version__
     from ..models.image_processing import image_processor_for
 
+    check_hub_access(token)
     api = HfApi(library_name="hf_deit", library_version=__version__)
-    repo_id = api.create_repo(repo_id, private=private, token=token, exist_ok=True).repo_id
+    repo_id = _create_repo(api, repo_id, private, token)
+    if revision is not None:
+        api.create_branch(repo_id, branch=revision, token=token, exist_ok=True)
     # A model loaded from a saved folder (a run's output_dir) has its card there. An unsaved model has an empty
     # name_or_path, which must not resolve to the current directory and pick up whatever README.md lies there.
     name_or_path = str(getattr(model.config, "name_or_path", "") or "")
@@ -331,10 +371,10 @@ def push_model_to_hub(
     with tempfile.TemporaryDirectory() as folder:
         model.save_pretrained(folder, max_shard_size=max_shard_size)
         (image_processor or image_processor_for(model.config)).save_pretrained(folder)
-        if card is None and source_dir is not None and (source_dir / "README.md").is_file():
+        reuse_card = card is None and source_dir is not None and (source_dir / "README.md").is_file()
+        if reuse_card:
             card = ModelCard.load(source_dir / "README.md")
-            if (source_dir / CURVES_FILENAME).is_file():
-                shutil.copy(source_dir / CURVES_FILENAME, folder)
+        _copy_run_files(source_dir, folder, with_card=reuse_card)
         card = card or build_model_card(model.config, repo_id=repo_id)
         card.data.tags = list(dict.fromkeys([*(card.data.tags or []), *(tags or [])]))
         card.save(Path(folder) / "README.md")
@@ -342,6 +382,28 @@ def push_model_to_hub(
             repo_id=repo_id, folder_path=folder, commit_message=commit_message, commit_description=commit_description,
             token=token, revision=revision, create_pr=create_pr,
         )
+
+
+def push_folder(
+    model_dir: str | Path,
+    repo_id: str,
+    *,
+    private: bool | None = None,
+    revision: str | None = None,
+    token: str | bool | None = None,
+):
+    """`hf-deit push MODEL REPO_ID`: a saved model folder (weights, config, code, image processor, card, curves,
+    analysis) to the Hub, in one commit, through `push_model_to_hub`."""
+    from ..models.image_processing import DeiTImageProcessor
+    from ..models.modeling_deit import DeiTForImageClassification
+
+    folder = Path(model_dir).expanduser()
+    if not (folder / "config.json").is_file():
+        raise FileNotFoundError(f"{model_dir} is not a saved model folder (it has no config.json)")
+    check_hub_access(token)  # before loading the weights
+    model = DeiTForImageClassification.from_pretrained(folder)
+    processor = DeiTImageProcessor.from_pretrained(folder) if (folder / "preprocessor_config.json").is_file() else None
+    return push_model_to_hub(model, repo_id, image_processor=processor, private=private, revision=revision, token=token)
 
 
 __all__ = [
@@ -352,6 +414,8 @@ __all__ = [
     "render_model_card",
     "plot_training_curves",
     "push_model_to_hub",
+    "push_folder",
+    "check_hub_access",
     "head_metrics",
     "hub_id",
     "eval_results_for",
