@@ -44,10 +44,14 @@ from ..models.configuration_deit import DeiTConfig
 from ..models.image_processing import image_processor_for
 from ..models.modeling_deit import DeiTForImageClassification
 from .arguments import DeiTTrainingArguments
-from .checkpoints import check_checkpoint, check_checkpoint_keys, resolve_resume_checkpoint
+from . import run_folder
+from .checkpoints import (
+    EMA_WEIGHTS_NAME, STREAM_STATE_NAME, check_checkpoint, check_checkpoint_keys, read_stream_state,
+)
 from .fast_paths import prepare_teacher, run_teacher, sdpa_context
 from .losses import DistillationLoss
 from .metrics import compute_topk_metrics, topk_predictions
+from .storage import parameter_bytes, write_errors_named
 from .student import prepare_student
 from .teacher import FrozenTeacher, load_teacher
 from .teacher_cache import CachedTeacher, LambdaRecordingMixup, MixRecord, StaleTeacherCacheError
@@ -56,8 +60,6 @@ logger = logging.getLogger(__name__)
 
 # Parameters without weight decay besides norms and biases (ndim <= 1), as in the paper's code and timm.
 NO_WEIGHT_DECAY = ("position_embeddings", "cls_token", "distillation_token")
-STREAM_STATE_NAME = "stream_state.json"  # written next to each checkpoint for streaming datasets
-EMA_WEIGHTS_NAME = "model_ema.safetensors"
 
 
 class _EmaCallback(TrainerCallback):
@@ -207,6 +209,7 @@ class DistillationTrainer(Trainer):
         self._batches_in_epoch = 0
         self._first_epoch: tuple[int, int] | None = None  # (epoch, batches) the next train() starts at
         self._steps_per_epoch: int | None = None
+        self.run_claim: run_folder.RunClaim | None = None  # this run's hold on output_dir, while train() runs
 
     # --- set-up -------------------------------------------------------------------------------------------------
     def _resolve_teacher(self, teacher: nn.Module | str | None) -> FrozenTeacher | CachedTeacher | None:
@@ -438,31 +441,35 @@ class DistillationTrainer(Trainer):
             max_steps, num_update_steps_per_epoch, num_train_epochs, resume_from_checkpoint, trial
         )
         if resume_from_checkpoint is not None and not has_length(self.train_dataset) and not self.args.ignore_data_skip:
-            path = os.path.join(resume_from_checkpoint, STREAM_STATE_NAME)
-            if os.path.isfile(path):
-                with open(path) as f:
-                    state = json.load(f)
-                epochs, batches = state["epoch"], state["batches_in_epoch"]
+            position = read_stream_state(resume_from_checkpoint)  # checked: a garbage file is named
+            if position is not None:
+                epochs, batches = position
             else:
                 logger.warning("%s has no %s: the stream restarts from its first pass.", resume_from_checkpoint, STREAM_STATE_NAME)
         self._first_epoch = (epochs, batches)  # the first on_epoch_begin of this run starts there
         return epochs, batches
 
     def train(self, resume_from_checkpoint: str | bool | None = None, trial=None, ignore_keys_for_eval=None, **kwargs):
-        """`Trainer.train`, with `resume_from_checkpoint` also taking "True"/"False" as a command line gives them, and
-        a checkpoint checked before anything is loaded (hf_deit.distillation.checkpoints: missing optimizer/scheduler
-        state, a corrupt file or weights that do not match the model stop the run; a missing RNG state warns that the
-        resume is no longer exact). The checkpoint's EMA weights are loaded here too."""
-        checkpoint = resolve_resume_checkpoint(resume_from_checkpoint, self.args.output_dir)
-        # DeepSpeed and FSDP write their optimizer state and weights in their own layouts, which they check themselves.
-        if checkpoint is not None and not (self.is_deepspeed_enabled or self.is_fsdp_enabled):
-            check_checkpoint(checkpoint, self.args.process_index, self.args.world_size)
-            check_checkpoint_keys(checkpoint, self.model)
-        if checkpoint is not None:
-            self._load_ema(checkpoint)
-        return super().train(
-            resume_from_checkpoint=checkpoint, trial=trial, ignore_keys_for_eval=ignore_keys_for_eval, **kwargs
-        )
+        """`Trainer.train` in an output_dir that is this run's (hf_deit.distillation.run_folder: locked, another run's
+        outputs refused unless resuming or --overwrite_output_dir, room for a checkpoint, checkpoints marked complete
+        with the run id), with `resume_from_checkpoint` also taking "True"/"False" as a command line gives them (True:
+        the newest complete checkpoint of this folder's run), and a checkpoint checked before anything is loaded
+        (hf_deit.distillation.checkpoints: a missing optimizer/scheduler state, a corrupt or non-finite file or
+        weights that do not match the model stop the run; a missing RNG state warns that the resume is no longer
+        exact). The checkpoint's EMA weights are loaded here too. A failed write names the file and the cause."""
+        self.run_claim = claim = run_folder.claim_output_dir(self.args, resume_from_checkpoint, parameter_bytes(self.model))
+        run_folder.attach(self)
+        with run_folder.training(self, claim):
+            checkpoint = claim.checkpoint
+            # DeepSpeed and FSDP write their optimizer state and weights in their own layouts, which they check.
+            if checkpoint is not None and not (self.is_deepspeed_enabled or self.is_fsdp_enabled):
+                check_checkpoint(checkpoint, self.args.process_index, self.args.world_size)
+                check_checkpoint_keys(checkpoint, self.model)
+            if checkpoint is not None:
+                self._load_ema(checkpoint)
+            return super().train(
+                resume_from_checkpoint=checkpoint, trial=trial, ignore_keys_for_eval=ignore_keys_for_eval, **kwargs
+            )
 
     def _load_ema(self, checkpoint: str) -> None:
         path = os.path.join(checkpoint, EMA_WEIGHTS_NAME)
@@ -484,7 +491,10 @@ class DistillationTrainer(Trainer):
     def save_model(self, output_dir: str | None = None, _internal_call: bool = False) -> None:
         # transformers saves whatever the weights hold; a diverged step would be published as the result.
         self.check_finite_weights("the model was")
-        super().save_model(output_dir, _internal_call)
+        if _internal_call:  # a checkpoint: train() names a failed write and removes the incomplete folder
+            return super().save_model(output_dir, _internal_call)
+        with write_errors_named(output_dir or self.args.output_dir, parameter_bytes(self.model), "the model"):
+            super().save_model(output_dir, _internal_call)
 
     def save_extra_state(self, checkpoint_dir: str) -> None:
         """What a checkpoint needs besides transformers' files: a stream's position and the EMA weights."""
