@@ -87,7 +87,8 @@ def test_a_finished_folder_is_refused_unless_resumed_or_overwritten(distill_main
     run_distill(distill_main, monkeypatch, *common, "--max_steps", "4")
     (out / "notes.txt").write_text("mine")
     final = (out / "model.safetensors").read_bytes()
-    with pytest.raises(RunFolderError, match="finished at step 4.*--resume_from_checkpoint True.*--overwrite_output_dir"):
+    refused = "finished at step 4.*--resume_from_checkpoint True.*--overwrite_output_dir"
+    with pytest.raises(RunFolderError, match=refused):
         run_distill(distill_main, monkeypatch, *common, "--max_steps", "2")
     assert (out / "model.safetensors").read_bytes() == final and checkpoints(out)[-1] == "checkpoint-4"
 
@@ -109,7 +110,7 @@ def test_resume_true_picks_only_checkpoints_of_the_folders_run(tmp_path, caplog)
     assert resumed.state.log_history[:2] == first.state.log_history[:2] and trained_steps(resumed) == [1, 2, 3]
 
 
-# --- 2. checkpoints complete or skipped ---------------------------------------------------------------------------------
+# --- 2. checkpoints complete or skipped -----------------------------------------------------------------------------
 def test_resume_true_skips_an_incomplete_checkpoint_and_names_it(tmp_path, caplog):
     out = tmp_path / "out"
     train(out)
@@ -155,10 +156,38 @@ def test_disk_full_while_saving_names_the_file_and_resume_falls_back(tmp_path, m
         train(out)
     message = str(raised.value)
     assert "checkpoint-2" in message and "no space left on device" in message
-    assert str(out / "checkpoint-2" / "optimizer.pt") in message and "newest complete checkpoint is checkpoint-1" in message
+    assert str(out / "checkpoint-2" / "optimizer.pt") in message
+    assert "newest complete checkpoint is checkpoint-1" in message
     assert checkpoints(out) == ["checkpoint-1"]  # the incomplete one was removed
     monkeypatch.undo()  # room again
     assert trained_steps(train(out, resume="True")) == [1, 2, 3]
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """A 1 MiB tmpfs: a real full disk (root only; skipped where mounts are not allowed, e.g. most containers)."""
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    mount = ["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(disk)]
+    if os.geteuid() != 0 or subprocess.run(mount, capture_output=True).returncode != 0:
+        pytest.skip("mounting a small tmpfs needs root and the right to mount")
+    yield disk
+    subprocess.run(["umount", str(disk)], check=True)
+
+
+def test_a_real_full_disk(small_disk):
+    """About 320 KB a checkpoint of the tiny student: the third one does not fit in 1 MiB."""
+    out = small_disk / "run"
+    with pytest.raises(OutputWriteError, match=r"Writing checkpoint-\d failed: no space left on device.*the file being "
+                                               rf"written: {out}/checkpoint-\d/"):
+        train(out, max_steps=6)
+    complete = checkpoints(out)
+    assert complete and all((out / name / "hf_deit_checkpoint.json").is_file() for name in complete)
+    with pytest.raises(OutputWriteError, match="free, but one checkpoint"):  # still full: refused before training
+        train(out, resume="True", max_steps=6)
+    subprocess.run(["mount", "-o", "remount,size=8m", str(small_disk)], check=True)
+    resumed = train(out, resume="True", max_steps=6)
+    assert trained_steps(resumed) == list(range(1, 7))
 
 
 def test_a_failed_final_save_names_the_file(tmp_path, monkeypatch):

@@ -125,13 +125,15 @@ def _check_finite(path: str) -> None:
     later with a "non-finite loss" that blames the learning rate. (Read once, tensor by tensor, memory-mapped.)"""
     import torch
 
+    def non_finite(value: torch.Tensor) -> bool:
+        return value.is_floating_point() and not value.isfinite().all()
+
     if path.endswith(".safetensors"):
         with safe_open(path, framework="pt") as f:
-            tensors = ((key, f.get_tensor(key)) for key in f.keys())
-            bad = next((key for key, value in tensors if value.is_floating_point() and not value.isfinite().all()), None)
+            bad = next((key for key in f.keys() if non_finite(f.get_tensor(key))), None)
     else:
         state = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
-        bad = next((key for key, value in state.items() if value.is_floating_point() and not value.isfinite().all()), None)
+        bad = next((key for key, value in state.items() if non_finite(value)), None)
     if bad is not None:
         raise CheckpointError(
             f"The checkpoint file {path} holds non-finite values (NaN or inf) in {bad}: it was damaged, or written "
@@ -155,9 +157,9 @@ def _check_marked_sizes(checkpoint: str, marker: dict[str, Any]) -> None:
         path = os.path.join(checkpoint, name)
         if os.path.isfile(path) and os.path.getsize(path) != size:
             raise CheckpointError(
-                f"The checkpoint file {path} is {os.path.getsize(path)} bytes, but was {size} bytes when the checkpoint "
-                "was completed: it was truncated or replaced since. Resume from an earlier checkpoint-* folder, or "
-                "restore it."
+                f"The checkpoint file {path} is {os.path.getsize(path)} bytes, but was {size} bytes when the "
+                "checkpoint was completed: it was truncated or replaced since. Resume from an earlier checkpoint-* "
+                "folder, or restore it."
             )
 
 

@@ -5,9 +5,9 @@ rerun silently overwrites a finished model, a rerun with fewer steps leaves the 
 `--resume_from_checkpoint True` to continue, and a checkpoint cut short by a full disk or a kill is resumed from.
 Here, in the process that writes the folder (rank 0):
 
-  * a lock (`_hf_deit_run.lock`, an flock) is held while a run may write the folder: a second run is refused with
-    the holder's pid and command. The OS drops the lock when its holder dies (kill -9 included); the next run takes
-    it over with a warning naming the dead holder.
+  * a lock (folder_lock.py: an flock on `_hf_deit_run.lock`) is held while a run may write the folder: a second run
+    is refused with the holder's pid and command. The OS drops the lock when its holder dies (kill -9 included); the
+    next run takes it over with a warning naming the dead holder.
   * a run record (`_hf_deit_run.json`: run id, command, finished or not) says whose the folder's files are. A
     folder holding a run's outputs (RUN_OUTPUTS) is refused unless the run resumes it (`--resume_from_checkpoint`)
     or the user says `--overwrite_output_dir`, which deletes those outputs first.
@@ -26,16 +26,12 @@ from __future__ import annotations
 
 import atexit
 import contextlib
-import datetime
-import errno
 import fnmatch
 import json
 import logging
 import os
 import re
 import shutil
-import socket
-import sys
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -46,19 +42,15 @@ from transformers import TrainerCallback
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 
 from .checkpoints import CheckpointError, mark_complete, read_json, read_marker
+from .folder_lock import RunFolderError, command, lock, now, unlock
 from .storage import (
-    OutputWriteError, check_room, check_writable, checkpoint_bytes, describe_write_error, is_write_error, parameter_bytes,
+    OutputWriteError, check_room, check_writable, checkpoint_bytes, describe_write_error, is_write_error,
+    parameter_bytes,
 )
-
-try:
-    import fcntl
-except ImportError:  # Windows: no flock
-    fcntl = None
 
 logger = logging.getLogger(__name__)
 
 RUN_RECORD = "_hf_deit_run.json"
-LOCK_NAME = "_hf_deit_run.lock"
 INCOMPLETE_PREFIX = "_incomplete-"
 _CHECKPOINT = re.compile(rf"^{PREFIX_CHECKPOINT_DIR}-(\d+)$")
 # What a run leaves at the top of its output_dir (the Trainer's checkpoints and state, save_model with the model's
@@ -70,10 +62,6 @@ RUN_OUTPUTS = (
     "model.safetensors.index.json", "pytorch_model*.bin", "pytorch_model.bin.index.json", "*_results.json",
     "README.md", "training_curves.png",
 )
-
-
-class RunFolderError(RuntimeError):
-    """The output folder cannot be used by this run as it is: in use, or holding another run's outputs."""
 
 
 @dataclass
@@ -89,77 +77,6 @@ class RunClaim:
 
 
 _CLAIMS: dict[str, RunClaim] = {}  # realpath(output_dir) -> the claim this process holds on it
-
-
-def _command() -> str:
-    return " ".join(sys.argv) or sys.executable
-
-
-def _now() -> str:
-    return datetime.datetime.now().astimezone().isoformat(timespec="seconds")
-
-
-# --- the lock -------------------------------------------------------------------------------------------------------
-def _read_holder(fd: int) -> dict[str, Any] | None:
-    data = os.pread(fd, 1 << 16, 0)
-    try:
-        holder = json.loads(data) if data.strip() else None
-    except ValueError:
-        return {"pid": "?", "command": data[:200].decode(errors="replace")}
-    return holder if isinstance(holder, dict) else None
-
-
-def _open_locked(path: str) -> int:
-    """An fd on `path` holding its exclusive flock; RunFolderError naming the holder when another process has it."""
-    while True:
-        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            holder = _read_holder(fd) or {}
-            os.close(fd)
-            raise RunFolderError(
-                f"--output_dir {os.path.dirname(path)} is in use by another run: pid {holder.get('pid', '?')} on "
-                f"{holder.get('host', '?')}, command: {holder.get('command', '?')} (since {holder.get('since', '?')}). "
-                "Two runs writing one folder would mix their checkpoints: wait for that run to end, stop it, or give "
-                "another --output_dir."
-            ) from None
-        with contextlib.suppress(FileNotFoundError):
-            if os.stat(path).st_ino == os.fstat(fd).st_ino:
-                return fd
-        os.close(fd)  # the holder removed the file between our open and our lock: lock the new one
-
-
-def _lock(output_dir: str) -> int | None:
-    if fcntl is None:
-        logger.warning("No flock on this platform: two runs on --output_dir %s are not kept apart.", output_dir)
-        return None
-    path = os.path.join(output_dir, LOCK_NAME)
-    try:
-        fd = _open_locked(path)
-    except OSError as error:
-        if error.errno not in (errno.ENOLCK, errno.EOPNOTSUPP, errno.ENOSYS):
-            raise
-        logger.warning("The file system of %s cannot lock files (%s): two runs there are not kept apart.", path, error)
-        return None
-    previous = _read_holder(fd)
-    if previous and previous.get("pid") != os.getpid():
-        logger.warning(
-            "--output_dir %s: taking over the lock left by pid %s (command: %s, since %s), which is no longer running "
-            "(killed or crashed).", output_dir, previous.get("pid"), previous.get("command"), previous.get("since"),
-        )
-    holder = {"pid": os.getpid(), "host": socket.gethostname(), "command": _command(), "since": _now()}
-    os.ftruncate(fd, 0)
-    os.pwrite(fd, json.dumps(holder).encode(), 0)
-    return fd
-
-
-def _unlock(output_dir: str, fd: int | None) -> None:
-    if fd is None:
-        return
-    with contextlib.suppress(FileNotFoundError):
-        os.unlink(os.path.join(output_dir, LOCK_NAME))  # before closing: a waiting opener then sees another inode
-    os.close(fd)
 
 
 # --- the run record and the folder's outputs ------------------------------------------------------------------------
@@ -349,17 +266,17 @@ def _claim(args: Any, resume: str | bool | None, weights_bytes: int | None) -> R
     """In the process that writes the folder: writable, locked, its outputs this run's, room for a checkpoint."""
     output_dir = args.output_dir
     check_writable(output_dir)
-    fd = _lock(output_dir)
+    fd = lock(output_dir)
     try:
         run_id, checkpoint = _decide(output_dir, _resume_value(resume), args.overwrite_output_dir)
         if weights_bytes is not None:
             check_room(args, weights_bytes)
         previous = read_run_record(output_dir) or {}
         started = previous.get("started") if previous.get("run_id") == run_id else None
-        _write_run_record(output_dir, {"run_id": run_id, "started": started or _now(), "command": _command(),
+        _write_run_record(output_dir, {"run_id": run_id, "started": started or now(), "command": command(),
                                        "finished": False})
     except BaseException:
-        _unlock(output_dir, fd)
+        unlock(output_dir, fd)
         raise
     return RunClaim(output_dir, run_id, checkpoint, fd, os.getpid())
 
@@ -404,7 +321,7 @@ def release(claim: RunClaim, finished: bool = False, global_step: int | None = N
         with contextlib.suppress(OSError, RunFolderError):
             record = read_run_record(claim.output_dir) or {"run_id": claim.run_id}
             _write_run_record(claim.output_dir, {**record, "finished": True, "global_step": global_step})
-    _unlock(claim.output_dir, claim.lock_fd)
+    unlock(claim.output_dir, claim.lock_fd)
     claim.lock_fd = None
 
 

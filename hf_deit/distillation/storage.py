@@ -27,7 +27,9 @@ from torch import nn
 
 logger = logging.getLogger(__name__)
 
-SMALL_FILES_BYTES = 128 * 1024  # configs, model code, RNG/trainer state, card: 64 KB (checkpoint), 107 KB (final) measured
+# Configs, model code, RNG and trainer state, model card: 64 KB in a checkpoint, 107 KB beside the final model, both
+# measured for the tiny student of tests/test_run_folder.py.
+SMALL_FILES_BYTES = 128 * 1024
 _NO_SPACE = (errno.ENOSPC, errno.EDQUOT)
 _NO_SPACE_TEXT = ("No space left on device", "os error 28", "Disk quota exceeded")
 
@@ -62,6 +64,14 @@ def _size(count: float) -> str:
     return f"{count:.1f} TiB"
 
 
+def _existing(path: str) -> str:
+    """`path`, or its nearest existing parent (another process may not have created it yet)."""
+    path = os.path.abspath(path)
+    while not os.path.exists(path) and os.path.dirname(path) != path:
+        path = os.path.dirname(path)
+    return path
+
+
 def check_writable(output_dir: str) -> None:
     """Create `output_dir` if needed and write a probe file in it; OutputWriteError naming it otherwise."""
     try:
@@ -80,7 +90,7 @@ def check_room(args: Any, weights_bytes: int) -> None:
     saves none) and the final model of a student whose parameters take `weights_bytes`."""
     ema, checkpoints = args.use_model_ema, args.save_strategy != "no"
     needed = (checkpoint_bytes(weights_bytes, ema) if checkpoints else 0) + weights_bytes + SMALL_FILES_BYTES
-    free = shutil.disk_usage(args.output_dir).free
+    free = shutil.disk_usage(_existing(args.output_dir)).free
     if free < needed:
         what = ("one checkpoint (weights + AdamW moments" + (" + EMA" if ema else "") + ") and ") if checkpoints else ""
         raise OutputWriteError(
@@ -110,7 +120,7 @@ def describe_write_error(error: BaseException, folder: str, needed: int) -> str:
     The cause is "no space left on device" when the error or the file system says so (less free than `needed`,
     the size of what was being written), else the error itself. The file is the error's own, or else the newest in
     `folder`: files are written one after another, so the newest is the one cut short."""
-    free = shutil.disk_usage(folder if os.path.isdir(folder) else os.path.dirname(folder) or ".").free
+    free = shutil.disk_usage(_existing(folder)).free
     full = getattr(error, "errno", None) in _NO_SPACE or any(text in str(error) for text in _NO_SPACE_TEXT)
     if full or free < needed:
         cause = f"no space left on device ({_size(free)} free there; this needs about {_size(needed)})"
@@ -129,7 +139,8 @@ def write_errors_named(folder: str, weights_bytes: int, what: str) -> Iterator[N
         if isinstance(error, OutputWriteError):
             raise
         detail = describe_write_error(error, folder, weights_bytes + SMALL_FILES_BYTES)
-        raise OutputWriteError(f"Writing {what} to {folder} failed: {detail}. Free some space and save again.") from error
+        message = f"Writing {what} to {folder} failed: {detail}. Free some space and save again."
+        raise OutputWriteError(message) from error
 
 
 __all__ = [

@@ -457,7 +457,8 @@ class DistillationTrainer(Trainer):
         (hf_deit.distillation.checkpoints: a missing optimizer/scheduler state, a corrupt or non-finite file or
         weights that do not match the model stop the run; a missing RNG state warns that the resume is no longer
         exact). The checkpoint's EMA weights are loaded here too. A failed write names the file and the cause."""
-        self.run_claim = claim = run_folder.claim_output_dir(self.args, resume_from_checkpoint, parameter_bytes(self.model))
+        claim = run_folder.claim_output_dir(self.args, resume_from_checkpoint, parameter_bytes(self.model))
+        self.run_claim = claim
         run_folder.attach(self)
         with run_folder.training(self, claim):
             checkpoint = claim.checkpoint
