@@ -16,6 +16,8 @@ What it adds to the Trainer, each in one method below:
   * per-head top-1/top-5 evaluation, optional EMA weights (timm ModelEmaV3) evaluated alongside.
   * exact resume for streaming data past the first pass (the Trainer alone restarts the stream), EMA weights and
     finite-weight checks around checkpoints (callbacks), checkpoint keys checked before loading (train).
+  * an output folder that is this run's (hf_deit.distillation.run_folder, from train): locked, another run's outputs
+    refused, checkpoints marked complete with the run id, write errors that name the file.
 
 Private Trainer methods still overridden (each says which transformers behaviour it replaces;
 tests/test_trainer_hooks.py fails when transformers changes them): `_get_dataloader` (seeded augmentation of
