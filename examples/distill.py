@@ -31,11 +31,15 @@ model card (README.md + training_curves.png); it loads with AutoModelForImageCla
 
 from __future__ import annotations
 
+import os
+
 from transformers import HfArgumentParser, set_seed
 
-from hf_deit import DeiTTrainingArguments, StudentArguments, build_student
+from hf_deit import DeiTConfig, DeiTTrainingArguments, StudentArguments, build_student
 from hf_deit.data import DataArguments, build_datasets
 from hf_deit.distillation.recipe_cli import describe_run
+from hf_deit.distillation.run_folder import claim_output_dir
+from hf_deit.distillation.storage import check_room, parameter_bytes
 from hf_deit.distillation.student import student_config
 from hf_deit.distillation.teacher import check_teacher_source, load_teacher
 from hf_deit.distillation.trainer import DistillationTrainer
@@ -43,23 +47,32 @@ from hf_deit.distillation.trainer import DistillationTrainer
 
 def check_before_data(student_args: StudentArguments, data_args: DataArguments, args: DeiTTrainingArguments):
     """What can fail without the data is checked before it is read (an ImageNet scan takes minutes): the student's
-    configuration at this image size, the teacher's name or path and, once the labels are known, its class count.
-    The flags themselves were checked when parsed (each dataclass' __post_init__). Returns the `check_labels`
-    callback for build_datasets."""
+    configuration at this image size; the output folder (writable, not in use by another run, not holding another
+    run's outputs unless resuming or --overwrite_output_dir: it stays this run's, see
+    hf_deit.distillation.run_folder); the teacher's name or path; and, once the labels are known, room on disk for a
+    checkpoint of the student and the teacher's class count. The flags themselves were checked when parsed (each
+    dataclass' __post_init__). Returns the `check_labels` callback for build_datasets."""
     if args.recipe == "finetune" and student_args.model_name_or_path is None:
         raise ValueError("--recipe finetune fine-tunes a checkpoint: give --model_name_or_path (e.g. a 224 model to "
                          "fine-tune at --image_size 384).")
     if student_args.model_name_or_path is None:
         student_config(student_args, data_args)
-    if args.distillation_type == "none" or not args.teacher_name_or_path:
-        return None  # no teacher to check (the trainer says what is missing)
-    check_teacher_source(args.teacher_name_or_path)
+    claim_output_dir(args, args.resume_from_checkpoint)
+    teacher = args.teacher_name_or_path if args.distillation_type != "none" else None
+    if teacher:
+        check_teacher_source(teacher)
 
-    def check_teacher_classes(labels: list[str]) -> None:
-        # Loaded once here only to compare class counts (TeacherMismatchError); the trainer loads it for training.
-        load_teacher(args.teacher_name_or_path, num_labels=len(labels), checkpoint_path=args.teacher_checkpoint_path)
+    def check_labels(labels: list[str]) -> None:
+        path = student_args.model_name_or_path
+        if path is None:
+            check_room(args, parameter_bytes(student_config(student_args, data_args, num_labels=len(labels))))
+        elif os.path.isdir(path):  # a Hub id's size is checked by the trainer, which has the model
+            check_room(args, parameter_bytes(DeiTConfig.from_pretrained(path, num_labels=len(labels))))
+        if teacher:
+            # Loaded once here only to compare class counts (TeacherMismatchError); the trainer loads it for training.
+            load_teacher(teacher, num_labels=len(labels), checkpoint_path=args.teacher_checkpoint_path)
 
-    return check_teacher_classes
+    return check_labels
 
 
 def main() -> None:

@@ -39,6 +39,17 @@ def test_private_trainer_methods_we_override_are_still_called_where_we_rely_on_t
     assert "on_save" in inspect.getsource(Trainer._maybe_log_save_evaluate)  # EMA and stream state are written then
 
 
+def test_on_save_comes_after_every_file_of_a_checkpoint():
+    """A checkpoint is marked complete in on_save (hf_deit.distillation.run_folder.CompleteCheckpointCallback): that
+    is sound only while transformers writes all of a checkpoint, rotation included, before firing on_save."""
+    save_evaluate = inspect.getsource(Trainer._maybe_log_save_evaluate)
+    assert save_evaluate.index("self._save_checkpoint(") < save_evaluate.index("callback_handler.on_save(")
+    save = inspect.getsource(Trainer._save_checkpoint)
+    assert "on_save" not in save and "self.save_model(output_dir, _internal_call=True)" in save
+    last_write = max(save.index(name) for name in ("_save_optimizer_and_scheduler", "_save_rng_state", "save_to_json"))
+    assert last_write < save.index("rotate_checkpoints(")
+
+
 def test_accelerate_batch_sharding_of_the_global_order_gives_timms_per_rank_sequences():
     """10 images x 3 repeats over 2 ranks: 15 per rank, batches of 4 (the last completed from the rank's start)."""
     order = RepeatAugBatchOrder(list(range(10)), num_repeats=3, num_replicas=2, batch_size=4, seed=7)

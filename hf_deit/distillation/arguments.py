@@ -259,6 +259,17 @@ class DeiTTrainingArguments(TrainingArguments, MixupArguments):
             "teacher at the target resolution)."
         },
     )
+    # --- the output folder (hf_deit.distillation.run_folder; transformers 5 dropped this flag of transformers 4)
+    overwrite_output_dir: bool = field(
+        default=False,
+        metadata={
+            "help": "Start afresh in an --output_dir that holds another run's outputs, deleting them first: its "
+            "checkpoint-* folders (complete or not), trainer_state.json, training_args.bin, the model's weights, "
+            "config.json, preprocessor_config.json and code files, *_results.json, README.md, training_curves.png "
+            "and its run record (_hf_deit_run.json). Other files are kept. Without it such a folder is refused "
+            "unless --resume_from_checkpoint continues its run."
+        },
+    )
     # --- TrainingArguments defaults changed to the paper's recipe
     label_smoothing_factor: float = field(
         default=0.1,

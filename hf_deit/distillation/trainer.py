@@ -16,6 +16,8 @@ What it adds to the Trainer, each in one method below:
   * per-head top-1/top-5 evaluation, optional EMA weights (timm ModelEmaV3) evaluated alongside.
   * exact resume for streaming data past the first pass (the Trainer alone restarts the stream), EMA weights and
     finite-weight checks around checkpoints (callbacks), checkpoint keys checked before loading (train).
+  * an output folder that is this run's (hf_deit.distillation.run_folder, from train): locked, another run's outputs
+    refused, checkpoints marked complete with the run id, write errors that name the file.
 
 Private Trainer methods still overridden (each says which transformers behaviour it replaces;
 tests/test_trainer_hooks.py fails when transformers changes them): `_get_dataloader` (seeded augmentation of
@@ -44,20 +46,22 @@ from ..models.configuration_deit import DeiTConfig
 from ..models.image_processing import image_processor_for
 from ..models.modeling_deit import DeiTForImageClassification
 from .arguments import DeiTTrainingArguments
-from .checkpoints import check_checkpoint, check_checkpoint_keys, resolve_resume_checkpoint
+from . import run_folder
+from .checkpoints import (
+    EMA_WEIGHTS_NAME, STREAM_STATE_NAME, check_checkpoint, check_checkpoint_keys, read_stream_state,
+)
 from .fast_paths import prepare_teacher, run_teacher, sdpa_context
 from .losses import DistillationLoss
 from .recipe import NO_WEIGHT_DECAY
 from .schedule import DeiTSchedule, deit_scheduler
 from .metrics import compute_topk_metrics, topk_predictions
+from .storage import parameter_bytes, write_errors_named
 from .student import prepare_student
 from .teacher import FrozenTeacher, load_teacher
 from .teacher_cache import CachedTeacher, LambdaRecordingMixup, MixRecord, StaleTeacherCacheError
 
 logger = logging.getLogger(__name__)
 
-STREAM_STATE_NAME = "stream_state.json"  # written next to each checkpoint for streaming datasets
-EMA_WEIGHTS_NAME = "model_ema.safetensors"
 
 
 class _EmaCallback(TrainerCallback):
@@ -213,6 +217,7 @@ class DistillationTrainer(Trainer):
         self._first_epoch: tuple[int, int] | None = None  # (epoch, batches) the next train() starts at
         self._steps_per_epoch: int | None = None
         self._built_lr_scheduler = False
+        self.run_claim: run_folder.RunClaim | None = None  # this run's hold on output_dir, while train() runs
 
     # --- set-up -------------------------------------------------------------------------------------------------
     def _resolve_teacher(self, teacher: nn.Module | str | None) -> FrozenTeacher | CachedTeacher | None:
@@ -452,33 +457,38 @@ class DistillationTrainer(Trainer):
             max_steps, num_update_steps_per_epoch, num_train_epochs, resume_from_checkpoint, trial
         )
         if resume_from_checkpoint is not None and not has_length(self.train_dataset) and not self.args.ignore_data_skip:
-            path = os.path.join(resume_from_checkpoint, STREAM_STATE_NAME)
-            if os.path.isfile(path):
-                with open(path) as f:
-                    state = json.load(f)
-                epochs, batches = state["epoch"], state["batches_in_epoch"]
+            position = read_stream_state(resume_from_checkpoint)  # checked: a garbage file is named
+            if position is not None:
+                epochs, batches = position
             else:
                 logger.warning("%s has no %s: the stream restarts from its first pass.", resume_from_checkpoint, STREAM_STATE_NAME)
         self._first_epoch = (epochs, batches)  # the first on_epoch_begin of this run starts there
         return epochs, batches
 
     def train(self, resume_from_checkpoint: str | bool | None = None, trial=None, ignore_keys_for_eval=None, **kwargs):
-        """`Trainer.train`, with `resume_from_checkpoint` also taking "True"/"False" as a command line gives them, and
-        a checkpoint checked before anything is loaded (hf_deit.distillation.checkpoints: missing optimizer/scheduler
-        state, a corrupt file or weights that do not match the model stop the run; a missing RNG state warns that the
-        resume is no longer exact). The checkpoint's EMA weights are loaded here too."""
+        """`Trainer.train` in an output_dir that is this run's (hf_deit.distillation.run_folder: locked, another run's
+        outputs refused unless resuming or --overwrite_output_dir, room for a checkpoint, checkpoints marked complete
+        with the run id), with `resume_from_checkpoint` also taking "True"/"False" as a command line gives them (True:
+        the newest complete checkpoint of this folder's run), and a checkpoint checked before anything is loaded
+        (hf_deit.distillation.checkpoints: a missing optimizer/scheduler state, a corrupt or non-finite file or
+        weights that do not match the model stop the run; a missing RNG state warns that the resume is no longer
+        exact). The checkpoint's EMA weights are loaded here too. A failed write names the file and the cause."""
         if self._built_lr_scheduler:  # ours is built for one run's length (transformers resets its own likewise)
             self.lr_scheduler, self._built_lr_scheduler = None, False
-        checkpoint = resolve_resume_checkpoint(resume_from_checkpoint, self.args.output_dir)
-        # DeepSpeed and FSDP write their optimizer state and weights in their own layouts, which they check themselves.
-        if checkpoint is not None and not (self.is_deepspeed_enabled or self.is_fsdp_enabled):
-            check_checkpoint(checkpoint, self.args.process_index, self.args.world_size)
-            check_checkpoint_keys(checkpoint, self.model)
-        if checkpoint is not None:
-            self._load_ema(checkpoint)
-        return super().train(
-            resume_from_checkpoint=checkpoint, trial=trial, ignore_keys_for_eval=ignore_keys_for_eval, **kwargs
-        )
+        claim = run_folder.claim_output_dir(self.args, resume_from_checkpoint, parameter_bytes(self.model))
+        self.run_claim = claim
+        run_folder.attach(self)
+        with run_folder.training(self, claim):
+            checkpoint = claim.checkpoint
+            # DeepSpeed and FSDP write their optimizer state and weights in their own layouts, which they check.
+            if checkpoint is not None and not (self.is_deepspeed_enabled or self.is_fsdp_enabled):
+                check_checkpoint(checkpoint, self.args.process_index, self.args.world_size)
+                check_checkpoint_keys(checkpoint, self.model)
+            if checkpoint is not None:
+                self._load_ema(checkpoint)
+            return super().train(
+                resume_from_checkpoint=checkpoint, trial=trial, ignore_keys_for_eval=ignore_keys_for_eval, **kwargs
+            )
 
     def _load_ema(self, checkpoint: str) -> None:
         path = os.path.join(checkpoint, EMA_WEIGHTS_NAME)
@@ -500,9 +510,12 @@ class DistillationTrainer(Trainer):
     def save_model(self, output_dir: str | None = None, _internal_call: bool = False) -> None:
         # transformers saves whatever the weights hold; a diverged step would be published as the result.
         self.check_finite_weights("the model was")
-        super().save_model(output_dir, _internal_call)
-        if not _internal_call and self.args.should_save:  # the final model: its EMA weights are kept beside it
-            self._save_ema(output_dir or self.args.output_dir)
+        if _internal_call:  # a checkpoint: train() names a failed write and removes the incomplete folder
+            return super().save_model(output_dir, _internal_call)
+        with write_errors_named(output_dir or self.args.output_dir, parameter_bytes(self.model), "the model"):
+            super().save_model(output_dir, _internal_call)
+            if self.args.should_save:  # the final model: its EMA weights are kept beside it
+                self._save_ema(output_dir or self.args.output_dir)
 
     def save_extra_state(self, checkpoint_dir: str) -> None:
         """What a checkpoint needs besides transformers' files: a stream's position and the EMA weights."""
