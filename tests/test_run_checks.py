@@ -49,8 +49,9 @@ def distill_main():
 
 
 def run_distill(main, monkeypatch, *flags: str) -> None:
+    # checkpoints by steps, every one kept (the recipe: one per epoch, the newest 2): the tests list them
     common = ["--use_cpu", "--report_to", "none", "--eval_split", "train", "--disable_tqdm", "True",
-              "--per_device_train_batch_size", "4"]
+              "--per_device_train_batch_size", "4", "--save_strategy", "steps", "--save_total_limit", "0"]
     monkeypatch.setattr(sys, "argv", ["distill.py", *TINY_FLAGS, *common, *flags])
     main()
 
@@ -69,8 +70,7 @@ def no_scan(monkeypatch):
 # --- 2. --resume_from_checkpoint True / a path, from the command line -----------------------------------------------
 def test_distill_resumes_from_true_and_from_a_path(distill_main, monkeypatch, tmp_path):
     data, out = image_folder(tmp_path / "data"), tmp_path / "out"
-    common = ["--dataset_name", str(data), "--distillation_type", "none", "--save_strategy", "steps", "--save_steps", "1",
-              "--save_total_limit", "0", "--per_device_train_batch_size", "4",
+    common = ["--dataset_name", str(data), "--distillation_type", "none", "--save_steps", "1",
               "--logging_steps", "1", "--output_dir", str(out)]
     run_distill(distill_main, monkeypatch, *common, "--max_steps", "2")
     run_distill(distill_main, monkeypatch, *common, "--max_steps", "3", "--resume_from_checkpoint", "True")

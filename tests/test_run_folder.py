@@ -28,7 +28,8 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def train(out: Path, resume=None, data=None, **overrides) -> DistillationTrainer:
-    settings = {**dict(distillation_type="none", max_steps=3, save_strategy="steps", save_steps=1), **overrides}
+    settings = {**dict(distillation_type="none", max_steps=3, save_strategy="steps", save_steps=1, save_total_limit=0),
+                **overrides}
     trainer = DistillationTrainer(model=student(), args=args(out, **settings), train_dataset=data or dataset())
     trainer.train(resume_from_checkpoint=resume)
     return trainer
@@ -216,7 +217,7 @@ def test_too_little_room_for_a_checkpoint_is_an_error_before_the_scan(distill_ma
     data = image_folder(tmp_path / "data")
     real_usage = shutil.disk_usage
     monkeypatch.setattr(shutil, "disk_usage", lambda path: type(real_usage(path))(10**6, 10**6 - 5000, 5000))
-    with pytest.raises(OutputWriteError, match=r"has 4.9 KiB free, but one checkpoint \(weights \+ AdamW moments\)"):
+    with pytest.raises(OutputWriteError, match=r"has 4.9 KiB free, but one checkpoint \(weights \+ AdamW moments \+ EMA\)"):
         run_distill(distill_main, monkeypatch, "--dataset_name", str(data), "--distillation_type", "none",
                     "--output_dir", str(tmp_path / "out"))
 
@@ -224,7 +225,7 @@ def test_too_little_room_for_a_checkpoint_is_an_error_before_the_scan(distill_ma
 def test_the_checkpoint_estimate_covers_a_real_checkpoint(tmp_path):
     trainer = train(tmp_path / "out", max_steps=1)
     written = sum(f.stat().st_size for f in (tmp_path / "out" / "checkpoint-1").iterdir())
-    estimate = checkpoint_bytes(parameter_bytes(trainer.model))
+    estimate = checkpoint_bytes(parameter_bytes(trainer.model), ema=trainer.args.use_model_ema)
     assert written <= estimate < 2 * written
     assert parameter_bytes(trainer.model.config) == parameter_bytes(trainer.model)  # built on the meta device
 
