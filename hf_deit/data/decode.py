@@ -20,9 +20,9 @@ import multiprocessing
 import warnings
 from typing import Any
 
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
 
-from ..models.image_decoding import open_rgb, to_rgb  # noqa: F401  (to_rgb is part of this module's API)
+from ..models.image_decoding import PILLOW_ERRORS, open_rgb, to_rgb  # noqa: F401  (to_rgb is part of this module's API)
 
 logger = logging.getLogger(__name__)
 
@@ -30,16 +30,9 @@ logger = logging.getLogger(__name__)
 # forked workers inherit them instead of each importing them at its first image, every epoch (~45 ms a worker).
 Image.preinit()
 
-# What Pillow raises on bad input. SyntaxError and struct/ValueError come from some plugins' header parsers.
-DECODE_ERRORS = (
-    UnidentifiedImageError,
-    Image.DecompressionBombError,
-    Image.DecompressionBombWarning,
-    OSError,
-    SyntaxError,
-    ValueError,
-    EOFError,
-)
+# What Pillow raises on bad input (hf_deit.models.image_decoding), plus its decompression-bomb warning, which
+# decode_image turns into an error.
+DECODE_ERRORS = (*PILLOW_ERRORS, Image.DecompressionBombWarning)
 
 
 class BrokenImageError(ValueError):
