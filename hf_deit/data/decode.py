@@ -146,8 +146,10 @@ class BadImageCounter:
             broken = self._broken.value
         if len(self.first_broken_keys) < self.max_logged_keys:
             self.first_broken_keys.append(key)
-        # Warn for the first few, then at powers of two, so a bad dataset cannot flood the log.
-        if len(self.first_broken_keys) <= self.max_logged_keys or broken & (broken - 1) == 0:
+        # Warn for the first few, then at powers of two, so a bad dataset cannot flood the log. `broken` is the
+        # count shared by all DataLoader workers (each value is seen by one of them), so the rule holds for the run,
+        # not per worker; the key list is per process and capped, it cannot say how many there were.
+        if broken <= self.max_logged_keys or broken & (broken - 1) == 0:
             logger.warning(
                 "%s: skipped broken image %s (%s); %d broken of %d seen so far, first keys: %s",
                 self.name, key, reason, broken, seen, ", ".join(self.first_broken_keys),
