@@ -35,6 +35,7 @@ from hf_deit import DeiTTrainingArguments, StudentArguments, build_student
 from hf_deit.data import DataArguments, build_datasets
 from hf_deit.distillation.student import student_config
 from hf_deit.distillation.teacher import check_teacher_source, load_teacher
+from hf_deit.distillation.teacher_cache import StaleTeacherCacheError, check_cache_teacher, read_cache_info
 from hf_deit.distillation.trainer import DistillationTrainer
 
 
@@ -45,6 +46,8 @@ def check_before_data(student_args: StudentArguments, data_args: DataArguments, 
     callback for build_datasets."""
     if student_args.model_name_or_path is None:
         student_config(student_args, data_args)
+    if args.distillation_type != "none" and args.teacher_cache:
+        return check_cache_before_data(args)
     if args.distillation_type == "none" or not args.teacher_name_or_path:
         return None  # no teacher to check (the trainer says what is missing)
     check_teacher_source(args.teacher_name_or_path)
@@ -54,6 +57,23 @@ def check_before_data(student_args: StudentArguments, data_args: DataArguments, 
         load_teacher(args.teacher_name_or_path, num_labels=len(labels), checkpoint_path=args.teacher_checkpoint_path)
 
     return check_teacher_classes
+
+
+def check_cache_before_data(args: DeiTTrainingArguments):
+    """--teacher_cache: the file and its format now, the teacher only if one is named beside it (no download of the
+    default teacher), its class count once the labels are known. The trainer checks every row when it loads it."""
+    info = read_cache_info(args.teacher_cache)
+    if args.teacher_name_or_path:
+        check_cache_teacher(info, args.teacher_cache, args.teacher_name_or_path, args.teacher_checkpoint_path)
+
+    def check_cache_classes(labels: list[str]) -> None:
+        if info.num_classes != len(labels):
+            raise StaleTeacherCacheError(
+                f"{args.teacher_cache} holds {info.num_classes} classes but the training data has {len(labels)}: it "
+                "was made for another dataset."
+            )
+
+    return check_cache_classes
 
 
 def main() -> None:

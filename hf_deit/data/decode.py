@@ -43,7 +43,7 @@ class TooManyBadImagesError(RuntimeError):
     """More than the allowed fraction of images was broken: the dataset is probably corrupt."""
 
 
-def _read_bytes(raw: Any) -> bytes:
+def read_image_bytes(raw: Any) -> bytes:
     """Bytes of a `datasets.Image(decode=False)` value (`{"bytes", "path"}`), raw bytes, or a path."""
     if isinstance(raw, dict):
         if raw.get("bytes") is not None:
@@ -66,7 +66,7 @@ def decode_image(raw: Any, draft_size: int | None = None) -> Image.Image:
     `draft_size`: let libjpeg decode a JPEG at a reduced scale (1/2, 1/4, 1/8) as long as both sides stay
     >= draft_size. Callers pass it only where the next step downsamples below that size anyway.
     """
-    data = _read_bytes(raw)
+    data = read_image_bytes(raw)
     if not data:
         raise BrokenImageError("zero-byte file")
     try:
