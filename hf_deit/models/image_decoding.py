@@ -7,7 +7,8 @@ all convert images here, so an odd image reaches the model as the same pixels in
   * 16-/32-bit grayscale ('I;16', 'I', 'F') is scaled to 8 bits (Pillow's `convert("RGB")` clips it to white);
   * grayscale, CMYK, palette (transparency via RGBA), RGBA/LA become RGB, alpha dropped (as timm and torchvision);
   * the EXIF orientation is applied (as transformers' `load_image` and datasets' `Image` feature).
-It imports only Pillow and numpy, and travels with saved model folders (the image processor imports it).
+It imports only Pillow and numpy. It does not travel with saved model folders (only configuration_deit.py and
+modeling_deit.py do): where hf_deit is not installed, transformers' own loader and image processor convert images.
 """
 
 from __future__ import annotations
