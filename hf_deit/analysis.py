@@ -274,7 +274,7 @@ def analyze_cli(
     from .data import DataArguments, DeiTCollator, build_datasets
     from .distillation.teacher import load_teacher
 
-    source = require_source(model_path, "model")  # a missing local folder is said so, not sent to the Hub
+    source = require_source(model_path, "model folder")  # a missing local folder is said so, not sent to the Hub
     model = DeiTForImageClassification.from_pretrained(source.location)
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     model.to(device)

@@ -60,7 +60,7 @@ def _predict(args: argparse.Namespace) -> None:
     from .inference import image_classifier
 
     paths = _image_paths(args.images)  # checked before the (slow) model load
-    source = require_source(args.model, "model")  # a missing local folder is said so, not sent to the Hub
+    source = require_source(args.model, "model folder")  # a missing local folder is said so, not sent to the Hub
     try:
         classifier = image_classifier(source.location, args.device)
     except OSError as error:
@@ -85,9 +85,12 @@ def _classify_files(classifier, paths: list[str], top_k: int, chunk: int = 16) -
             try:
                 images.append(load_image(path))
                 readable.append(path)
-            except (UnreadableImageError, OSError) as error:
+            except UnreadableImageError as error:  # its message names the file and says why
                 failed += 1
-                print(f"hf-deit: skipped {path}: {error}", file=sys.stderr)
+                print(f"hf-deit: skipped: {error}", file=sys.stderr)
+            except OSError as error:  # e.g. permission denied
+                failed += 1
+                print(f"hf-deit: skipped: cannot read the image {path}: {error.strerror or error}", file=sys.stderr)
         for path, predictions in zip(readable, classifier(images, top_k=top_k) if images else []):
             print(path)
             for p in predictions:

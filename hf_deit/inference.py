@@ -62,7 +62,7 @@ class TimmFolderClassifier:
 def image_classifier(model: str, device: str | None = None):
     """What `hf-deit predict` runs: `DeiTImageClassificationPipeline` for transformers/hf_deit models (a folder or
     a Hub id), `TimmFolderClassifier` for timm folders. Both decode images with hf_deit's decoder."""
-    source = require_source(model, "model")  # a missing local folder is said so, not sent to the Hub
+    source = require_source(model, "model folder")  # a missing local folder is said so, not sent to the Hub
     if source.local and is_timm_folder(source.location):
         return TimmFolderClassifier(source.location, device)
     from transformers import pipeline

@@ -47,13 +47,12 @@ def locate(spec: str) -> Source:
     return Source(False, spec)
 
 
-def require_source(spec: str, what: str = "model") -> Source:
+def require_source(spec: str, what: str = "model folder") -> Source:
     """`locate(spec)`, raising FileNotFoundError (naming `what`) for a local path that does not exist."""
     source = locate(spec)
     if source.local and not source.exists:
         raise FileNotFoundError(
-            f"{what} folder not found: {spec} (a local path, not a Hub id: Hub ids are 'name' or 'owner/name'). "
-            "Check the path."
+            f"{what} not found: {spec} (a local path, not a Hub id: Hub ids are 'name' or 'owner/name'). Check the path."
         )
     return source
 

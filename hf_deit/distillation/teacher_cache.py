@@ -367,9 +367,10 @@ class CachedTeacher(nn.Module):
 
             identities = pq.read_table(self.path, columns=[IDENTITY_COLUMN]).column(IDENTITY_COLUMN)
             names = [identities[row].as_py() for row in rows.tolist()]
+        files = list(dict.fromkeys(names))  # repeated augmentation puts copies of one image in a batch
         return (
             f"{len(names)} of {total} images in {where} changed since the teacher cache was made (their bytes differ "
-            f"from those the teacher saw): {', '.join(names[:5])}{' ...' if len(names) > 5 else ''}. "
+            f"from those the teacher saw): {', '.join(files[:5])}{' ...' if len(files) > 5 else ''}. "
             f"{_remake(self.info, self.path or 'CACHE')}"
         )
 

@@ -113,7 +113,10 @@ def load_checkpoint(path: str | Path) -> dict[str, torch.Tensor]:
     from timm.models import load_state_dict
 
     if not Path(path).is_file():
-        raise FileNotFoundError(f"No checkpoint file at {path}.")
+        raise FileNotFoundError(
+            f"No checkpoint file at {path}: {path!r} is neither an existing checkpoint file nor a timm model name "
+            "(e.g. 'deit_tiny_patch16_224')."
+        )
     return _state_dict(load_state_dict(str(path), use_ema=False))
 
 
@@ -221,8 +224,8 @@ def from_timm(
     known: dict[str, Any] = {}
     if isinstance(model_or_state_dict, (str, Path)):
         source = str(model_or_state_dict)
-        located = require_source(source, "timm checkpoint")
-        if located.local:  # else a timm name or Hub id
+        located = locate(source)
+        if located.local:  # else a timm name or Hub id (a missing local path: load_checkpoint says so)
             model_or_state_dict = load_checkpoint(located.location)
             preset = preset or _preset_from_filename(source)
         else:
@@ -362,7 +365,7 @@ def _load_transformers_deit(model_or_dir: nn.Module | str | Path) -> nn.Module:
     if isinstance(model_or_dir, (str, Path)):
         from transformers import AutoConfig
 
-        model_or_dir = require_source(str(model_or_dir), "transformers model").location
+        model_or_dir = require_source(str(model_or_dir), "transformers model folder").location
         hf_config = AutoConfig.from_pretrained(model_or_dir)
         architectures = hf_config.architectures or []
         if hf_config.model_type != "deit":
