@@ -42,6 +42,7 @@ from hf_deit.distillation.run_folder import claim_output_dir
 from hf_deit.distillation.storage import check_room, parameter_bytes
 from hf_deit.distillation.student import student_config
 from hf_deit.distillation.teacher import check_teacher_source, load_teacher
+from hf_deit.distillation.teacher_cache import StaleTeacherCacheError, check_cache_teacher, read_cache_info
 from hf_deit.distillation.trainer import DistillationTrainer
 
 
@@ -49,8 +50,9 @@ def check_before_data(student_args: StudentArguments, data_args: DataArguments, 
     """What can fail without the data is checked before it is read (an ImageNet scan takes minutes): the student's
     configuration at this image size; the output folder (writable, not in use by another run, not holding another
     run's outputs unless resuming or --overwrite_output_dir: it stays this run's, see
-    hf_deit.distillation.run_folder); the teacher's name or path; and, once the labels are known, room on disk for a
-    checkpoint of the student and the teacher's class count. The flags themselves were checked when parsed (each
+    hf_deit.distillation.run_folder); the teacher's name or path, or the teacher cache and the teacher named beside
+    it; and, once the labels are known, room on disk for a checkpoint of the student and the teacher's (or the
+    cache's) class count. The flags themselves were checked when parsed (each
     dataclass' __post_init__). Returns the `check_labels` callback for build_datasets."""
     if args.recipe == "finetune" and student_args.model_name_or_path is None:
         raise ValueError("--recipe finetune fine-tunes a checkpoint: give --model_name_or_path (e.g. a 224 model to "
@@ -58,7 +60,9 @@ def check_before_data(student_args: StudentArguments, data_args: DataArguments, 
     if student_args.model_name_or_path is None:
         student_config(student_args, data_args)
     claim_output_dir(args, args.resume_from_checkpoint)
-    teacher = args.teacher_name_or_path if args.distillation_type != "none" else None
+    distils = args.distillation_type != "none"
+    check_cache_classes = check_cache_before_data(args) if distils and args.teacher_cache else None
+    teacher = args.teacher_name_or_path if distils and not args.teacher_cache else None
     if teacher:
         check_teacher_source(teacher)
 
@@ -68,11 +72,30 @@ def check_before_data(student_args: StudentArguments, data_args: DataArguments, 
             check_room(args, parameter_bytes(student_config(student_args, data_args, num_labels=len(labels))))
         elif os.path.isdir(path):  # a Hub id's size is checked by the trainer, which has the model
             check_room(args, parameter_bytes(DeiTConfig.from_pretrained(path, num_labels=len(labels))))
+        if check_cache_classes is not None:
+            check_cache_classes(labels)
         if teacher:
             # Loaded once here only to compare class counts (TeacherMismatchError); the trainer loads it for training.
             load_teacher(teacher, num_labels=len(labels), checkpoint_path=args.teacher_checkpoint_path)
 
     return check_labels
+
+
+def check_cache_before_data(args: DeiTTrainingArguments):
+    """--teacher_cache: the file and its format now, the teacher only if one is named beside it (no download of the
+    default teacher), its class count once the labels are known. The trainer checks every row when it loads it."""
+    info = read_cache_info(args.teacher_cache)
+    if args.teacher_name_or_path:
+        check_cache_teacher(info, args.teacher_cache, args.teacher_name_or_path, args.teacher_checkpoint_path)
+
+    def check_cache_classes(labels: list[str]) -> None:
+        if info.num_classes != len(labels):
+            raise StaleTeacherCacheError(
+                f"{args.teacher_cache} holds {info.num_classes} classes but the training data has {len(labels)}: it "
+                "was made for another dataset."
+            )
+
+    return check_cache_classes
 
 
 def main() -> None:

@@ -29,6 +29,7 @@ from tqdm.auto import tqdm
 # The per-image token maths live in app.py, the demo page's file, which a Space runs where hf_deit is not installed.
 from .app import prefix_attention_maps, token_cosine_similarity
 from .models.modeling_deit import DeiTForImageClassification
+from .sources import require_source
 
 ANALYSIS_JSON = "analysis.json"
 ANALYSIS_MD = "analysis.md"
@@ -249,7 +250,8 @@ def analyze_cli(
     from .data import DataArguments, DeiTCollator, build_datasets
     from .distillation.teacher import load_teacher
 
-    model = DeiTForImageClassification.from_pretrained(model_path)
+    source = require_source(model_path, "model folder")  # a missing local folder is said so, not sent to the Hub
+    model = DeiTForImageClassification.from_pretrained(source.location)
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     model.to(device)
     data_args = DataArguments(
@@ -261,7 +263,7 @@ def analyze_cli(
     result = analyze_model(model, loader, teacher=frozen, num_attention_images=num_images)
     output_dir = output_dir or os.path.join(model_path, "analysis")
     paths = write_analysis(result, output_dir)
-    if os.path.isdir(model_path) and link_from_model_card(model_path, output_dir, result):
+    if source.local and link_from_model_card(model_path, output_dir, result):
         paths["model_card"] = os.path.join(model_path, "README.md")
     return result, paths
 

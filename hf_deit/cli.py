@@ -21,7 +21,6 @@ Errors are one line on stderr with exit code 1; `hf-deit --debug ...` shows the 
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from pathlib import Path
 
@@ -61,23 +60,46 @@ def _image_paths(inputs: list[str]) -> list[str]:
 
 
 def _predict(args: argparse.Namespace) -> None:
+    from .sources import hub_failure_hint, require_source
     from .inference import image_classifier
 
     paths = _image_paths(args.images)  # checked before the (slow) model load
-    # A Hub id is "name" or "org/name"; anything else (./x, /x, ~/x, a/b/c) or an existing folder is local.
-    looks_local = args.model.startswith((".", "/", "~")) or args.model.count("/") > 1 or os.path.isdir(args.model)
-    if looks_local and not os.path.isdir(os.path.expanduser(args.model)):
-        raise FileNotFoundError(f"model folder not found: {args.model}")
+    source = require_source(args.model, "model folder")  # a missing local folder is said so, not sent to the Hub
     try:
-        classifier = image_classifier(os.path.expanduser(args.model) if looks_local else args.model, args.device)
+        classifier = image_classifier(source.location, args.device)
     except OSError as error:
-        offline = os.environ.get("HF_HUB_OFFLINE", "0").lower() in ("1", "true", "yes")
-        hint = " (HF_HUB_OFFLINE is set: download it once online, or pass a local folder)" if offline else ""
-        raise OSError(f"could not load the model {args.model!r}{hint}: {error}") from error
-    for path, predictions in zip(paths, classifier(paths, top_k=args.top_k)):
-        print(path)
-        for p in predictions:
-            print(f"  {p['score']:.3f}  {p['label']}")
+        if source.local:
+            raise
+        raise OSError(f"could not load the model {args.model!r} ({hub_failure_hint(args.model)}): {error}") from error
+    failed = _classify_files(classifier, paths, args.top_k)
+    if failed:
+        raise RuntimeError(f"{failed} of {len(paths)} images could not be read (each is named above); the others "
+                           "were classified")
+
+
+def _classify_files(classifier, paths: list[str], top_k: int, chunk: int = 16) -> int:
+    """Print the top-k of every readable file, in order; name each unreadable one on stderr. Returns how many failed.
+    Files are decoded here, a chunk at a time, so that one bad file stops neither the others nor the run."""
+    from .models.image_decoding import UnreadableImageError, load_image
+
+    failed = 0
+    for start in range(0, len(paths), chunk):
+        readable, images = [], []
+        for path in paths[start : start + chunk]:
+            try:
+                images.append(load_image(path))
+                readable.append(path)
+            except UnreadableImageError as error:  # its message names the file and says why
+                failed += 1
+                print(f"hf-deit: skipped: {error}", file=sys.stderr)
+            except OSError as error:  # e.g. permission denied
+                failed += 1
+                print(f"hf-deit: skipped: cannot read the image {path}: {error.strerror or error}", file=sys.stderr)
+        for path, predictions in zip(readable, classifier(images, top_k=top_k) if images else []):
+            print(path)
+            for p in predictions:
+                print(f"  {p['score']:.3f}  {p['label']}")
+    return failed
 
 
 class _VersionAction(argparse.Action):

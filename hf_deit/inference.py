@@ -17,8 +17,8 @@ import numpy as np
 import torch
 from transformers import ImageClassificationPipeline
 
+from .sources import is_timm_folder, require_source
 from .models.image_decoding import load_image
-from .distillation.teacher import is_timm_folder
 
 
 class DeiTImageClassificationPipeline(ImageClassificationPipeline):
@@ -62,13 +62,16 @@ class TimmFolderClassifier:
 def image_classifier(model: str, device: str | None = None):
     """What `hf-deit predict` runs: `DeiTImageClassificationPipeline` for transformers/hf_deit models (a folder or
     a Hub id), `TimmFolderClassifier` for timm folders. Both decode images with hf_deit's decoder."""
-    if os.path.isdir(model) and is_timm_folder(model):
-        return TimmFolderClassifier(model, device)
+    source = require_source(model, "model folder")  # a missing local folder is said so, not sent to the Hub
+    if source.local and is_timm_folder(source.location):
+        return TimmFolderClassifier(source.location, device)
     from transformers import pipeline
 
     import hf_deit  # noqa: F401  (registers the Auto classes)
 
-    return pipeline("image-classification", model=model, device=device, pipeline_class=DeiTImageClassificationPipeline)
+    return pipeline(
+        "image-classification", model=source.location, device=device, pipeline_class=DeiTImageClassificationPipeline
+    )
 
 
-__all__ = ["DeiTImageClassificationPipeline", "TimmFolderClassifier", "image_classifier", "is_timm_folder"]
+__all__ = ["DeiTImageClassificationPipeline", "TimmFolderClassifier", "image_classifier"]

@@ -17,14 +17,18 @@ MAX_FUNCTION_LINES = 60
 LONG_FUNCTION_MARKER = "# long function:"
 
 # package -> the packages of ours it may import (besides itself). hf_deit.models travels as remote code with every
-# saved model folder, so it imports nothing else of ours; the top-level modules (cli, analysis, inference) and the
-# package root may import anything.
+# saved model folder, so it imports nothing else of ours; hf_deit.sources (the one "local path or Hub id" rule) imports
+# nothing of ours either, so that every layer but the model's code can use it; inference.py is the inference path
+# and imports nothing of the training package; the other top-level modules (cli, analysis) and the package root may
+# import anything.
 ALLOWED_IMPORTS = {
     "hf_deit.models": set(),
     "hf_deit.app": set(),  # `hf-deit space` copies it as a Space's app.py, where hf_deit is not installed
-    "hf_deit.data": {"hf_deit.models"},
-    "hf_deit.hub": {"hf_deit.models", "hf_deit"},
-    "hf_deit.distillation": {"hf_deit.models", "hf_deit.data", "hf_deit.hub", "hf_deit"},
+    "hf_deit.sources": set(),
+    "hf_deit.data": {"hf_deit.models", "hf_deit.sources"},
+    "hf_deit.hub": {"hf_deit.models", "hf_deit.sources", "hf_deit"},
+    "hf_deit.distillation": {"hf_deit.models", "hf_deit.data", "hf_deit.hub", "hf_deit.sources", "hf_deit"},
+    "hf_deit.inference": {"hf_deit.models", "hf_deit.data", "hf_deit.hub", "hf_deit.sources", "hf_deit"},
 }
 
 

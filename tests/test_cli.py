@@ -77,17 +77,53 @@ def test_predict_on_a_folder_with_a_timm_teacher_folder(teacher_folder, imagenet
         (["predict", "{model}", "missing.jpg"], "hf-deit: error: no such image file or folder: missing.jpg"),
         (["predict", "./no-such-model", "{photo}"], "hf-deit: error: model folder not found: ./no-such-model"),
         (["predict", "org/not-cached-anywhere", "{photo}"], "hf-deit: error: could not load the model "
-                                                           "'org/not-cached-anywhere' (HF_HUB_OFFLINE is set"),
+                                                           "'org/not-cached-anywhere' (no local folder "),
+        # runs/ exists here, so runs/nope is a missing folder, not the Hub repo "runs/nope" (tried offline)
+        (["predict", "runs/nope", "{photo}"], "hf-deit: error: model folder not found: runs/nope"),
     ],
 )
-def test_errors_are_one_line_and_exit_1(args, message, teacher_folder, imagenet_photos, capsys, monkeypatch):
+def test_errors_are_one_line_and_exit_1(args, message, teacher_folder, imagenet_photos, capsys, monkeypatch, tmp_path):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "runs").mkdir()
     args = [a.format(model=teacher_folder, photo=imagenet_photos[0][0]) for a in args]
     assert main(args) == 1
     err = capsys.readouterr().err
     assert len(err.strip().splitlines()) == 1 and err.startswith(message), err
     with pytest.raises((OSError, FileNotFoundError)):  # --debug: the exception itself, with its traceback
         main(["--debug", *args])
+
+
+def test_predict_classifies_every_readable_file_and_names_each_unreadable_one(teacher_folder, imagenet_photos,
+                                                                               capsys, tmp_path):
+    """One bad file stops neither the others nor the run; each bad one is named with its reason; exit 1."""
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    good = [photos / "a.jpg", photos / "d.jpg"]
+    good[0].write_bytes(imagenet_photos[0][0].read_bytes())
+    good[1].write_bytes(imagenet_photos[1][0].read_bytes())
+    (photos / "b.jpg").write_bytes(b"this is not a JPEG")
+    (photos / "c.jpg").write_bytes(imagenet_photos[2][0].read_bytes()[:2000])  # truncated
+    assert main(["predict", str(teacher_folder), str(photos), "--top-k", "1"]) == 1
+    captured = capsys.readouterr()
+    lines = captured.out.strip().splitlines()
+    assert lines[0::2] == [str(path) for path in good]  # both readable files, in order, each with its top-1
+    assert all(line.split()[1] in ("airplane", "bird", "cat") for line in lines[1::2])
+    err = captured.err.strip().splitlines()
+    assert err[0].startswith(f"hf-deit: skipped: cannot read the image {photos / 'b.jpg'}: cannot identify image file")
+    assert err[1].startswith(f"hf-deit: skipped: cannot read the image {photos / 'c.jpg'}: ")
+    assert "truncated" in err[1] and "BytesIO" not in captured.err
+    assert err[2].startswith("hf-deit: error: 2 of 4 images could not be read")
+
+
+def test_load_image_errors_name_the_file(tmp_path):
+    from hf_deit import load_image
+    from hf_deit.models.image_decoding import UnreadableImageError
+
+    (tmp_path / "bad.png").write_bytes(b"not a PNG")
+    with pytest.raises(UnreadableImageError, match=rf"cannot read the image {tmp_path / 'bad.png'}: cannot identify") as e:
+        load_image(str(tmp_path / "bad.png"))
+    assert "BytesIO" not in str(e.value) and isinstance(e.value, OSError)  # still an OSError, as Pillow's was
 
 
 def test_console_entry_exits_1_with_one_line(tmp_path):

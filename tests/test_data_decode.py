@@ -139,3 +139,47 @@ def test_threshold_rule_uses_a_minimum_denominator():
     with pytest.raises(TooManyBadImagesError):
         counter.record_broken("second", "test")  # 2 > 1
     assert counter.broken == 2 and counter.first_broken_keys == ["first", "second"]
+
+
+class _CountWarnings(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__(logging.WARNING)
+        self.count = 0
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.count += 1
+
+
+def _record_broken_images(counter: BadImageCounter, names: list[str], warnings) -> None:
+    """Record `names` as broken in this process and add the number of warnings it printed to `warnings`."""
+    handler = _CountWarnings()
+    logging.getLogger("hf_deit.data.decode").addHandler(handler)
+    try:
+        for name in names:
+            counter.record_broken(name, "test")
+    finally:
+        logging.getLogger("hf_deit.data.decode").removeHandler(handler)
+    with warnings.get_lock():
+        warnings.value += handler.count
+
+
+def test_broken_image_warnings_are_throttled_over_all_workers():
+    """docs/data.md: a warning for each of the first 5 broken images, then at 8, 16, 32, 64 broken: 9 for 100, in
+    one process and across two DataLoader-like worker processes sharing the counts (each one used to warn for every
+    skip once its own list of first keys was full)."""
+    import multiprocessing
+
+    expected = 5 + len([n for n in range(6, 101) if n & (n - 1) == 0])
+    names = [f"img{i}.jpg" for i in range(100)]
+    context = multiprocessing.get_context("fork")
+    one, two = BadImageCounter(max_bad_fraction=1.0), BadImageCounter(max_bad_fraction=1.0)
+    warnings_one, warnings_two = context.Value("q", 0), context.Value("q", 0)
+    _record_broken_images(one, names, warnings_one)
+    workers = [context.Process(target=_record_broken_images, args=(two, names[i::2], warnings_two)) for i in range(2)]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join(timeout=60)
+    assert [worker.exitcode for worker in workers] == [0, 0]
+    assert one.broken == two.broken == 100
+    assert (warnings_one.value, warnings_two.value) == (expected, expected) == (9, 9)

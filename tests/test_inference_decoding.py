@@ -64,6 +64,30 @@ def test_image_processor_converts_like_training(odd_images, saved_model, kind, b
     torch.testing.assert_close(from_path, expected, rtol=0, atol=0)
 
 
+@pytest.mark.parametrize("image_size,crop_pct", [(32, 0.875), (224, 0.875), (48, 1.0)])
+@pytest.mark.parametrize("backend", ["torchvision", "pil"])
+def test_eval_preprocessing_is_resize_to_size_over_crop_pct_then_center_crop(imagenet_photos, image_size, crop_pct,
+                                                                              backend):
+    """`size` is the model's input size now (what run_image_classification.py reads); the pixels are those of
+    transformers' own DeiT processor resizing the short side to int(size / crop_pct) and cropping, to the bit."""
+    from transformers.image_utils import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
+    from transformers.models.deit.image_processing_deit import DeiTImageProcessor as TorchvisionReference
+    from transformers.models.deit.image_processing_pil_deit import DeiTImageProcessorPil as PilReference
+
+    config = DeiTConfig(image_size=image_size, patch_size=16, crop_pct=crop_pct)
+    ours = image_processor_for(config, backend=backend)
+    assert ours.size == {"shortest_edge": image_size}
+    reference = {"torchvision": TorchvisionReference, "pil": PilReference}[backend](
+        size={"shortest_edge": int(image_size / crop_pct)}, crop_size={"height": image_size, "width": image_size},
+        image_mean=list(IMAGENET_DEFAULT_MEAN), image_std=list(IMAGENET_DEFAULT_STD),
+    )
+    photo = Image.open(imagenet_photos[3][0]).convert("RGB")
+    for image in (photo, photo.crop((0, 0, 512, 301)), photo.crop((0, 0, 290, 512))):
+        expected = reference(image, return_tensors="pt")["pixel_values"]
+        assert expected.shape == (1, 3, image_size, image_size)
+        torch.testing.assert_close(ours(image, return_tensors="pt")["pixel_values"], expected, rtol=0, atol=0)
+
+
 def test_pipeline_and_cli_predict_see_training_pixels(odd_images, saved_model, capsys):
     directory, model = saved_model
     path = str(odd_images["gray16"])

@@ -138,6 +138,24 @@ def test_any_resolution_only_on_request():
     torch.testing.assert_close(same, model(images(32)).logits, rtol=0, atol=0)  # same size: no resampling
 
 
+@pytest.mark.parametrize("size", [36, 39, 33])
+def test_a_size_with_the_same_patch_grid_is_refused_like_transformers(size):
+    """36 or 39 px into a 32 px, patch-8 model: the same 4x4 grid, but the last rows and columns would be dropped.
+    transformers' DeiT refuses it; ours must too (it compared the grid once and accepted it silently)."""
+    from transformers import DeiTConfig as TransformersDeiTConfig
+    from transformers import DeiTForImageClassificationWithTeacher
+
+    theirs = DeiTForImageClassificationWithTeacher(TransformersDeiTConfig(
+        image_size=32, patch_size=8, hidden_size=48, num_hidden_layers=1, num_attention_heads=3, intermediate_size=96,
+        num_labels=5)).eval()  # fmt: skip
+    with pytest.raises(ValueError, match=rf"{size}\*{size}"):
+        theirs(images(size))
+    with pytest.raises(ValueError, match=rf"Input image size \({size}x{size}\) does not match the model \(32x32\)"):
+        tiny_model()(images(size))
+    with torch.no_grad():  # on request, as transformers: the convolution covers what the patches cover
+        assert tiny_model()(images(size), interpolate_pos_encoding=True).logits.shape == (3, 5)
+
+
 def test_loss_is_the_mean_of_both_heads_cross_entropy():
     model = tiny_model()
     x = images()

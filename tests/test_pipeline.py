@@ -78,23 +78,29 @@ def test_pipeline_names_labels_on_a_real_photo(saved_model, imagenet_photos):
     torch.testing.assert_close(torch.tensor([p["score"] for p in predictions]), top.values, atol=1e-5, rtol=0)
 
 
-def test_trust_remote_code_without_hf_deit(saved_model, tmp_path):
+def test_trust_remote_code_without_hf_deit(saved_model, tmp_path, imagenet_photos):
     directory, model = saved_model
     config = json.loads((directory / "config.json").read_text())
     assert config["auto_map"]["AutoModelForImageClassification"].endswith("DeiTForImageClassification")
     assert (directory / "modeling_deit.py").is_file() and (directory / "configuration_deit.py").is_file()
     x = torch.randn(1, 3, 224, 224, generator=torch.Generator().manual_seed(3))
     torch.save(x, tmp_path / "x.pt")
+    photo = Image.open(imagenet_photos[2][0]).convert("RGB").crop((0, 0, 512, 340))
+    photo.save(tmp_path / "photo.png")
     script = textwrap.dedent(
         f"""
         import sys
         sys.modules["hf_deit"] = None  # `import hf_deit` now fails, even where it is pip-installed
         import torch
-        from transformers import AutoModelForImageClassification
+        from PIL import Image
+        from transformers import AutoImageProcessor, AutoModelForImageClassification
         model = AutoModelForImageClassification.from_pretrained({str(directory)!r}, trust_remote_code=True).eval()
         assert type(model).__module__.startswith("transformers_modules"), type(model).__module__
         with torch.no_grad():
             torch.save(model(torch.load({str(tmp_path / "x.pt")!r})).logits, {str(tmp_path / "logits.pt")!r})
+        processor = AutoImageProcessor.from_pretrained({str(directory)!r})  # transformers' own class, no remote code
+        pixels = processor(Image.open({str(tmp_path / "photo.png")!r}), return_tensors="pt")["pixel_values"]
+        torch.save(pixels, {str(tmp_path / "pixels.pt")!r})
         """
     )
     # cwd is a temp folder and PYTHONPATH is cleared, so the source tree is not importable either.
@@ -102,6 +108,9 @@ def test_trust_remote_code_without_hf_deit(saved_model, tmp_path):
     run([sys.executable, "-c", script], cwd=tmp_path, env=env)
     with torch.no_grad():
         assert torch.equal(torch.load(tmp_path / "logits.pt"), model(x).logits)
+    # Without hf_deit the saved preprocessing computes ours: resize to 256, crop 224, ImageNet statistics.
+    ours = image_processor_for(model.config)(Image.open(tmp_path / "photo.png"), return_tensors="pt")["pixel_values"]
+    assert torch.equal(torch.load(tmp_path / "pixels.pt"), ours)
 
 
 def test_cli_convert_and_predict(tmp_path, imagenet_photos, capsys):
@@ -117,7 +126,8 @@ def test_cli_convert_and_predict(tmp_path, imagenet_photos, capsys):
     for file in ("model.safetensors", "config.json", "preprocessor_config.json", "README.md"):
         assert (out / file).is_file(), file
     preprocessor = json.loads((out / "preprocessor_config.json").read_text())
-    assert preprocessor["size"] == {"shortest_edge": 256} and preprocessor["image_mean"][0] == pytest.approx(0.485)
+    assert preprocessor["size"] == {"shortest_edge": 224} and preprocessor["crop_pct"] == 0.875  # resize to 256
+    assert preprocessor["image_mean"][0] == pytest.approx(0.485)
     converted = hf_deit.DeiTForImageClassification.from_pretrained(out).eval()
     x = torch.randn(1, 3, 224, 224)
     with torch.no_grad():

@@ -66,7 +66,7 @@ def make_cache(folder, path, teacher_module, **kwargs):
 
 
 def trainer_for(folder, cache_path, tmp_path, distillation_type="hard", mixup=0.8, cutmix=1.0, train_dataset=None,
-                streaming=False):
+                streaming=False, **training):
     data_args = DataArguments(dataset_name=str(folder), image_size=SIZE, auto_augment="none", reprob=0.0, color_jitter=0.0,
                               repeated_aug=1, validate_images=False, streaming=streaming, shuffle_buffer_size=4)
     if train_dataset is None:
@@ -74,7 +74,7 @@ def trainer_for(folder, cache_path, tmp_path, distillation_type="hard", mixup=0.
     args = DeiTTrainingArguments(output_dir=str(tmp_path / "out"), teacher_cache=str(cache_path), use_cpu=True,
                                  distillation_type=distillation_type, per_device_train_batch_size=8, max_steps=2,
                                  report_to="none", save_strategy="no", disable_tqdm=True, seed=0, logging_steps=1,
-                                 mixup=mixup, cutmix=cutmix)
+                                 mixup=mixup, cutmix=cutmix, **training)
     student = prepare_student("deit_tiny_distilled_patch16_224", num_labels=NUM_CLASSES, image_size=SIZE, patch_size=16,
                               hidden_size=32, num_hidden_layers=1, num_attention_heads=2)
     return DistillationTrainer(model=student, args=args, data_args=data_args, train_dataset=train_dataset)
@@ -96,7 +96,8 @@ def test_whole_image_box_gives_the_teachers_logits_exactly(folder, tmp_path):
     index = torch.arange(len(dataset))  # cache rows are in the split's order
     keys = torch.from_numpy(row_keys(dataset))
     assert torch.equal(cache.rows(keys.flip(0)), index.flip(0))  # found by key, in any order
-    cached = cache.logits_for_batch(pixels, {"example_key": keys, "crop_box": torch.tensor([[0.0, 0, 1, 1]] * 16)})
+    batch = {"example_key": keys, "example_content": cache.contents, "crop_box": torch.tensor([[0.0, 0, 1, 1]] * 16)}
+    cached = cache.logits_for_batch(pixels, batch)
     torch.testing.assert_close(cached, teacher(pixels), atol=1e-5, rtol=1e-5)
     # a box over the left half reads only the left column of the 2x2 map
     half = cache.crop_logits(index, torch.tensor([[0.0, 0, 0.5, 1]] * 16))
@@ -112,7 +113,7 @@ def test_cached_targets_match_the_live_teacher_on_crops_flips_and_mixes(folder, 
     torch.manual_seed(0), np.random.seed(0)
     largest, mixes = 0.0, set()
     for batch in trainer.get_train_dataloader():
-        assert {"example_key", "crop_box", "crop_flip"} <= set(batch)
+        assert {"example_key", "example_content", "crop_box", "crop_flip"} <= set(batch)
         pixels, _ = trainer._mix(batch["pixel_values"], batch["labels"])
         mix = MixRecord(trainer.mixup.last_lam, len(pixels) - len(pixels) % 2)
         mixes.add(trainer.mixup.last_lam != 1.0)
@@ -185,3 +186,126 @@ def test_a_stale_or_mismatched_cache_is_refused(folder, tmp_path):
         CachedTeacher.load(str(tmp_path / "plain.parquet"))
     with pytest.raises(FileNotFoundError, match="hf-deit cache-teacher"):
         CachedTeacher.load(str(tmp_path / "missing.parquet"))
+
+
+def _replace_one_image(folder, tmp_path):
+    """A copy of the folder where train/c1/5.png has other pixels under the same path (and label)."""
+    import shutil
+
+    copy = tmp_path / "edited"
+    shutil.copytree(folder, copy)
+    image = Image.open(copy / "train" / "c1" / "5.png")
+    Image.fromarray(255 - np.asarray(image)).save(copy / "train" / "c1" / "5.png")
+    return copy
+
+
+@pytest.mark.parametrize("streaming", [False, True])
+def test_an_image_whose_bytes_changed_is_refused_naming_it(folder, tmp_path, streaming):
+    """Same path, same label, other bytes: the row key is the same (paths are keys), but the batch carries the hash
+    of the bytes it decoded, and the cache refuses the batch that holds the changed image, naming it."""
+    make_cache(folder, tmp_path / "c.parquet", PointwiseTeacher())
+    edited = _replace_one_image(folder, tmp_path)
+    trainer = trainer_for(edited, tmp_path / "c.parquet", tmp_path, streaming=streaming)  # keys all match
+    with pytest.raises(StaleTeacherCacheError, match=r"1 of 8 images in the batch changed since the teacher cache was "
+                       r"made .*: train/c1/5.png\. Rebuild it with `hf-deit cache-teacher"):  # fmt: skip
+        trainer.train()  # 2 steps of 8: every image is seen
+    trainer_for(folder, tmp_path / "c.parquet", tmp_path, streaming=streaming).train()  # the unedited data trains
+
+
+def test_hashing_the_bytes_is_cheap_next_to_decoding(imagenet_photos):
+    """The content check's cost: a BLAKE2b of each image's bytes, against the decode training does anyway (measured
+    here on the 512x512 JPEGs; docs/data.md has the figures for CIFAR and ImageNet). Generous bound: 20%."""
+    import time
+
+    from hf_deit.data import decode_image
+    from hf_deit.data.row_key import content_hash
+
+    data = [path.read_bytes() for path, _ in imagenet_photos[:10]]
+    hashing = decoding = 0.0
+    for _ in range(3):  # interleaved, so that load from other processes hits both alike
+        start = time.perf_counter()
+        [content_hash(d) for d in data]
+        hashing += time.perf_counter() - start
+        start = time.perf_counter()
+        [decode_image(d) for d in data]
+        decoding += time.perf_counter() - start
+    assert hashing < 0.2 * decoding, (hashing, decoding)
+
+
+@pytest.fixture(scope="module")
+def timm_teachers(tmp_path_factory):
+    """Two timm teacher folders (resnet10t, 4 classes) with different weights, as examples/train_teacher.py saves."""
+    import timm
+    from timm.models import save_for_hf
+
+    folders = []
+    for seed in (0, 1):
+        torch.manual_seed(seed)
+        folder = tmp_path_factory.mktemp(f"teacher{seed}")
+        save_for_hf(timm.create_model("resnet10t", num_classes=NUM_CLASSES, pretrained=False), folder,
+                    safe_serialization=True)  # fmt: skip
+        folders.append(folder)
+    return folders
+
+
+def test_a_cache_made_by_another_teacher_than_the_one_named_is_refused(folder, tmp_path, timm_teachers, monkeypatch):
+    made_by, other = timm_teachers
+    dataset = load_image_dataset(str(folder), "train")
+    path = str(tmp_path / "c.parquet")
+    cache_teacher(load_teacher(str(made_by), num_labels=NUM_CLASSES), dataset, path, teacher_name=str(made_by),
+                  dataset_name=str(folder), input_size=SIZE)  # fmt: skip
+    trainer = trainer_for(folder, path, tmp_path)
+    assert trainer.args.teacher_name_or_path is None  # a cache needs no teacher: none is loaded, none downloaded
+    with pytest.raises(StaleTeacherCacheError, match=rf"made by the teacher '{made_by}' \(weights sha256 [0-9a-f]{{16}}"
+                       rf"\.\.\.\), but --teacher_name_or_path names '{other}'"):  # fmt: skip
+        trainer_for(folder, path, tmp_path, teacher_name_or_path=str(other))
+    monkeypatch.chdir(made_by.parent)  # the same teacher by another name (a relative path): accepted
+    trainer_for(folder, path, tmp_path, teacher_name_or_path=f"./{made_by.name}")
+
+
+def test_distill_checks_a_cache_before_the_data_without_the_default_teacher(folder, tmp_path, monkeypatch):
+    """examples/distill.py with --teacher_cache and no teacher: no teacher is checked or downloaded (offline, the
+    default teacher would fail); the cache's classes are checked against the labels before the image scan."""
+    import importlib.util
+    import sys
+    from pathlib import Path
+
+    import hf_deit.distillation.teacher as teacher_module
+    from hf_deit import StudentArguments
+
+    spec = importlib.util.spec_from_file_location(
+        "distill_cache_check", Path(__file__).resolve().parents[1] / "examples" / "distill.py"
+    )
+    distill = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = distill
+    spec.loader.exec_module(distill)
+    make_cache(folder, tmp_path / "c.parquet", PointwiseTeacher())
+
+    def no_teacher(*args, **kwargs):
+        raise AssertionError("a teacher was loaded")
+
+    monkeypatch.setattr(teacher_module, "load_teacher", no_teacher)
+    monkeypatch.setattr(distill, "load_teacher", no_teacher)
+    args = DeiTTrainingArguments(output_dir=str(tmp_path / "out"), teacher_cache=str(tmp_path / "c.parquet"),
+                                 use_cpu=True, report_to="none")  # fmt: skip
+    check_labels = distill.check_before_data(StudentArguments(), DataArguments(image_size=SIZE), args)
+    check_labels([f"c{i}" for i in range(NUM_CLASSES)])
+    with pytest.raises(StaleTeacherCacheError, match="holds 4 classes but the training data has 10"):
+        check_labels([str(i) for i in range(10)])
+
+
+def test_an_old_cache_format_is_refused_with_the_rebuild_command(folder, tmp_path):
+    import json
+
+    import pyarrow.parquet as pq
+
+    from hf_deit.distillation.teacher_cache import METADATA_KEY
+
+    make_cache(folder, tmp_path / "c.parquet", PointwiseTeacher())
+    table = pq.read_table(tmp_path / "c.parquet").drop_columns(["example_content", "image_identity"])
+    info = json.loads(table.schema.metadata[METADATA_KEY])
+    table = table.replace_schema_metadata({METADATA_KEY: json.dumps({**info, "version": 2}).encode()})
+    pq.write_table(table, tmp_path / "old.parquet")  # what hf_deit wrote before caches were bound to the bytes
+    with pytest.raises(StaleTeacherCacheError, match=rf"cache format 2, this hf_deit reads 3\. Rebuild it with "
+                       rf"`hf-deit cache-teacher t {folder} {tmp_path / 'old.parquet'}`"):  # fmt: skip
+        CachedTeacher.load(str(tmp_path / "old.parquet"))

@@ -54,7 +54,8 @@ def mix_batch(
 
 
 # Per-example keys a cached teacher needs (hf_deit.distillation.teacher_cache), stacked into the batch when every example has them.
-PASSTHROUGH_KEYS = {"example_key": torch.long, "crop_box": torch.float32, "crop_flip": torch.bool}
+PASSTHROUGH_KEYS = {"example_key": torch.long, "example_content": torch.long, "crop_box": torch.float32,
+                    "crop_flip": torch.bool}
 
 
 def _passthrough(examples: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
@@ -67,8 +68,8 @@ class DeiTCollator:
 
     Stacks only: Mixup/CutMix and label smoothing are applied in the training step (`mix_batch`), where their
     randomness stays in step with the checkpoints. Examples whose `pixel_values` is None (a broken image, already
-    counted by the decoder) are dropped. "example_key", "crop_box" and "crop_flip" (for a cached teacher) are
-    stacked when present; other keys (e.g. a dataset's key column) are ignored.
+    counted by the decoder) are dropped. "example_key", "example_content", "crop_box" and "crop_flip" (for a cached
+    teacher) are stacked when present; other keys (e.g. a dataset's key column) are ignored.
     """
 
     def __call__(self, examples: list[dict[str, Any]]) -> dict[str, torch.Tensor]:

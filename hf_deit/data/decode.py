@@ -20,9 +20,9 @@ import multiprocessing
 import warnings
 from typing import Any
 
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
 
-from ..models.image_decoding import open_rgb, to_rgb  # noqa: F401  (to_rgb is part of this module's API)
+from ..models.image_decoding import PILLOW_ERRORS, open_rgb, to_rgb  # noqa: F401  (to_rgb is part of this module's API)
 
 logger = logging.getLogger(__name__)
 
@@ -30,16 +30,9 @@ logger = logging.getLogger(__name__)
 # forked workers inherit them instead of each importing them at its first image, every epoch (~45 ms a worker).
 Image.preinit()
 
-# What Pillow raises on bad input. SyntaxError and struct/ValueError come from some plugins' header parsers.
-DECODE_ERRORS = (
-    UnidentifiedImageError,
-    Image.DecompressionBombError,
-    Image.DecompressionBombWarning,
-    OSError,
-    SyntaxError,
-    ValueError,
-    EOFError,
-)
+# What Pillow raises on bad input (hf_deit.models.image_decoding), plus its decompression-bomb warning, which
+# decode_image turns into an error.
+DECODE_ERRORS = (*PILLOW_ERRORS, Image.DecompressionBombWarning)
 
 
 class BrokenImageError(ValueError):
@@ -50,7 +43,7 @@ class TooManyBadImagesError(RuntimeError):
     """More than the allowed fraction of images was broken: the dataset is probably corrupt."""
 
 
-def _read_bytes(raw: Any) -> bytes:
+def read_image_bytes(raw: Any) -> bytes:
     """Bytes of a `datasets.Image(decode=False)` value (`{"bytes", "path"}`), raw bytes, or a path."""
     if isinstance(raw, dict):
         if raw.get("bytes") is not None:
@@ -73,7 +66,7 @@ def decode_image(raw: Any, draft_size: int | None = None) -> Image.Image:
     `draft_size`: let libjpeg decode a JPEG at a reduced scale (1/2, 1/4, 1/8) as long as both sides stay
     >= draft_size. Callers pass it only where the next step downsamples below that size anyway.
     """
-    data = _read_bytes(raw)
+    data = read_image_bytes(raw)
     if not data:
         raise BrokenImageError("zero-byte file")
     try:
@@ -153,8 +146,10 @@ class BadImageCounter:
             broken = self._broken.value
         if len(self.first_broken_keys) < self.max_logged_keys:
             self.first_broken_keys.append(key)
-        # Warn for the first few, then at powers of two, so a bad dataset cannot flood the log.
-        if len(self.first_broken_keys) <= self.max_logged_keys or broken & (broken - 1) == 0:
+        # Warn for the first few, then at powers of two, so a bad dataset cannot flood the log. `broken` is the
+        # count shared by all DataLoader workers (each value is seen by one of them), so the rule holds for the run,
+        # not per worker; the key list is per process and capped, it cannot say how many there were.
+        if broken <= self.max_logged_keys or broken & (broken - 1) == 0:
             logger.warning(
                 "%s: skipped broken image %s (%s); %d broken of %d seen so far, first keys: %s",
                 self.name, key, reason, broken, seen, ", ".join(self.first_broken_keys),

@@ -27,6 +27,8 @@ from datasets import (
     load_dataset,
 )
 
+from ..sources import require_source
+
 logger = logging.getLogger(__name__)
 
 AnyDataset = Union[Dataset, IterableDataset]
@@ -226,6 +228,7 @@ def load_image_dataset(
     `val/` is the `validation` split. Class order: `class_index_file`, else a classes.tsv / LOC_synset_mapping.txt
     inside the folder, else the source's ClassLabel (sorted folder names for image folders).
     """
+    require_source(name_or_path, "dataset folder")  # a missing local folder is said so, not sent to the Hub
     index_file = class_index_file or find_class_index_file(name_or_path)
     class_names = read_class_index(index_file) if index_file else None
     local = _local_files(Path(name_or_path)) if Path(name_or_path).is_dir() else None

@@ -26,9 +26,9 @@ from timm.data.distributed_sampler import RepeatAugSampler
 
 from .arguments import DataArguments
 from .crop_record import CropRecordingTransform, record_crops
-from .decode import BadImageCounter, BrokenImageError, decode_image, image_key
+from .decode import BadImageCounter, BrokenImageError, decode_image, image_key, read_image_bytes
 from .loading import AnyDataset, load_image_dataset
-from .row_key import ROW_KEY, row_key
+from .row_key import CONTENT_KEY, ROW_KEY, content_hash, row_key
 from .seeding import SeededStreamTransform
 from .transforms import build_eval_transform, build_train_transform, draft_size
 
@@ -48,36 +48,42 @@ class DecodeAndTransform:
         # Training transforms report each crop box and flip; they travel with the example (a cached teacher needs them).
         self.crop_record = transform.crop_record if isinstance(transform, CropRecordingTransform) else None
 
-    def pixel_values(self, raw: Any, fallback_key: str) -> Any:
+    def decode(self, raw: Any, fallback_key: str) -> tuple[Any, int]:
+        """(pixel_values, or None when the image is broken; the content hash of its bytes, 0 unless training)."""
         try:
-            image = decode_image(raw, self.draft)
+            data = read_image_bytes(raw)
+            image = decode_image(data, self.draft)
         except BrokenImageError as error:
             self.counter.record_broken(image_key(raw, fallback_key), str(error))
-            return None
+            return None, 0
         self.counter.record_ok()
-        return self.transform(image)
+        # Training examples carry the hash of the bytes they were decoded from: a cached teacher checks it.
+        return self.transform(image), content_hash(data) if self.crop_record is not None else 0
 
     def __call__(self, example: dict[str, Any]) -> dict[str, Any]:
         """One example (IterableDataset.map): returns the new columns."""
         key = str(example.get("__key__", example.get("key", "<stream>")))
-        out = {"pixel_values": self.pixel_values(example["image"], key), "labels": example["label"]}
+        pixel_values, content = self.decode(example["image"], key)
+        out = {"pixel_values": pixel_values, "labels": example["label"]}
         if self.crop_record is not None:
             out.update(crop_box=list(self.crop_record.box), crop_flip=self.crop_record.flipped)
-            out[ROW_KEY] = row_key(example["image"], example["label"])
+            out[ROW_KEY], out[CONTENT_KEY] = row_key(example["image"], example["label"]), content
         return out
 
     def batch(self, batch: dict[str, list]) -> dict[str, list]:
         """A batch (Dataset.with_transform): image/label become pixel_values/labels, other columns pass through."""
         keys = batch.get("__key__", batch.get("key", ["<row>"] * len(batch["image"])))
         out = {name: values for name, values in batch.items() if name not in ("image", "label")}
-        out["pixel_values"], boxes, flips = [], [], []
+        out["pixel_values"], contents, boxes, flips = [], [], [], []
         for raw, key in zip(batch["image"], keys):
-            out["pixel_values"].append(self.pixel_values(raw, str(key)))
+            pixel_values, content = self.decode(raw, str(key))
+            out["pixel_values"].append(pixel_values)
+            contents.append(content)
             if self.crop_record is not None:
                 boxes.append(list(self.crop_record.box))
                 flips.append(self.crop_record.flipped)
         if self.crop_record is not None:
-            out["crop_box"], out["crop_flip"] = boxes, flips
+            out["crop_box"], out["crop_flip"], out[CONTENT_KEY] = boxes, flips, contents
             out[ROW_KEY] = [row_key(raw, label) for raw, label in zip(batch["image"], batch["label"])]
         out["labels"] = batch["label"]
         return out
@@ -243,7 +249,8 @@ def prepare_dataset(
     """Attach decoding and augmentation; for streams also rank sharding, repeated augmentation and shuffling.
 
     Output examples: {"pixel_values": FloatTensor[3,H,W], "labels": int, other columns...}; training examples also
-    carry "crop_box" and "crop_flip" (hf_deit.data.crop_record) and "example_key" (hf_deit.data.row_key).
+    carry "crop_box" and "crop_flip" (hf_deit.data.crop_record), "example_key" and "example_content"
+    (hf_deit.data.row_key).
     Map-style datasets drop broken images up front (`validate_images`); one that still fails later comes out with pixel_values None
     and the collator drops it. Streams filter broken images out as they come.
     """

@@ -12,7 +12,7 @@ derived from where it sits in the run, and the global RNGs are put back afterwar
     `SeededAugmentation` transforms it under the seed (run seed, rank, epoch, position). The repeated-augmentation
     copies of an image sit at different positions, so they still get independent augmentations.
   * streams: `SeededStreamTransform` keys each example by (run seed, worker, position in this worker's pass, image
-    identity). Positions restart each pass; the image at a position changes from pass to pass with the shuffle, so
+    identity: `row_key.image_identity`, its path inside the dataset or its bytes' hash, as the teacher cache's keys). Positions restart each pass; the image at a position changes from pass to pass with the shuffle, so
     an image's augmentation still changes from one pass to the next (a stream without shuffling would repeat them).
 """
 
@@ -26,6 +26,8 @@ from typing import Any, Callable, Iterator, NamedTuple
 import numpy as np
 import torch
 from torch.utils.data import Dataset, Sampler
+
+from .row_key import image_identity
 
 
 @contextlib.contextmanager
@@ -98,14 +100,9 @@ class SeededAugmentation(Dataset):
 
 
 def _identity(example: dict[str, Any]) -> int:
-    """A stable number for the example's image: its path or key when it has one, else a checksum of its bytes."""
-    raw = example.get("image")
-    name = raw.get("path") if isinstance(raw, dict) else None
-    name = name or example.get("__key__") or example.get("key")
-    if name:
-        return zlib.crc32(str(name).encode())
-    data = raw.get("bytes") if isinstance(raw, dict) else None
-    return zlib.crc32(data) if isinstance(data, (bytes, bytearray)) else 0
+    """A stable number for the example's image: its `image_identity` (hf_deit.data.row_key), the identity a teacher
+    cache keys its rows by, so that moving or copying the dataset folder changes neither the keys nor the seeds."""
+    return zlib.crc32(image_identity(example.get("image")).encode())
 
 
 class SeededStreamTransform:

@@ -122,11 +122,12 @@ class DeiTTrainingArguments(TrainingArguments, MixupArguments):
         },
     )
     teacher_name_or_path: str | None = field(
-        default=DEFAULT_TEACHER,
+        default=None,
         metadata={
             "help": "The teacher: a timm name or Hub id (default: the paper's RegNetY-16GF, timm/regnety_160.deit_in1k), "
             "a local timm or transformers model directory, or another Hub id of a transformers image classifier. "
-            "Ignored when distillation_type is 'none' or a teacher module is passed to DistillationTrainer."
+            "Ignored when distillation_type is 'none' or a teacher module is passed to DistillationTrainer. With "
+            "--teacher_cache no teacher is needed; one named beside it must be the teacher the cache was made by."
         },
     )
     teacher_checkpoint_path: str | None = field(
@@ -138,7 +139,9 @@ class DeiTTrainingArguments(TrainingArguments, MixupArguments):
         metadata={
             "help": "A teacher cache made by `hf-deit cache-teacher` (parquet): distil from the teacher's stored dense "
             "label maps pooled over each crop instead of running the teacher (docs/method.md). The training data "
-            "must be the rows it was made from (map-style); a stale or mismatched cache is refused."
+            "must be the rows it was made from (map-style or streamed), with the same bytes; a cache made from other "
+            "images, for other classes, in an older format or by another teacher than --teacher_name_or_path (when "
+            "given) is refused, saying what differs."
         },
     )
     # --- speed (hf_deit.distillation.fast_paths; the default keeps the paper's fp32 numerics)
@@ -364,6 +367,8 @@ class DeiTTrainingArguments(TrainingArguments, MixupArguments):
             raise ValueError(f"base_learning_rate={self.base_learning_rate} must be > 0.")
         if self.sdpa_backend is not None and self.sdpa_backend not in SDPA_BACKENDS:
             raise ValueError(f"sdpa_backend={self.sdpa_backend!r}: use one of {sorted(SDPA_BACKENDS)} or leave it unset.")
+        if self.teacher_name_or_path is None and not self.teacher_cache:
+            self.teacher_name_or_path = DEFAULT_TEACHER  # a cache needs no teacher (one named beside it is checked)
         if self.distillation_type != "none" and not (self.teacher_name_or_path or self.teacher_cache):
             logger.info("No teacher_name_or_path: DistillationTrainer must then be given a teacher module.")
 

@@ -12,7 +12,6 @@ saved in checkpoints and never seen by the optimizer.
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 from collections.abc import Sequence
@@ -21,6 +20,8 @@ import torch
 import torch.nn.functional as F
 from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 from torch import nn
+
+from ..sources import HUB_PREFIX, is_timm_folder, locate
 
 logger = logging.getLogger(__name__)
 
@@ -164,15 +165,6 @@ def _transformers_teacher(model: nn.Module, processor=None, **kwargs) -> FrozenT
     return FrozenTeacher(model, input_size=size, num_labels=num_labels, **extra, **kwargs)
 
 
-def is_timm_folder(path: str) -> bool:
-    """A folder saved by timm (`save_for_hf`, e.g. examples/train_teacher.py): config.json with "architecture"."""
-    config = os.path.join(path, "config.json")
-    if not os.path.isfile(config):
-        return False
-    with open(config) as f:
-        return "architecture" in json.load(f)  # timm's push_to_hub config; transformers writes "model_type"
-
-
 def load_teacher(
     spec: str | nn.Module,
     num_labels: int | None = None,
@@ -245,26 +237,23 @@ def _teacher_from_module(module: nn.Module, overrides: dict, student_stats: dict
     )
 
 
-def _looks_like_path(spec: str) -> bool:
-    """A spec meant as a local folder rather than a Hub id ("org/name") or a timm name."""
-    first = spec.split("/", 1)[0]
-    return (
-        os.path.isabs(spec) or spec.startswith(("./", "../", "~")) or spec.count("/") > 1
-        or ("/" in spec and os.path.isdir(first))
-    )
-
-
 def check_teacher_source(spec: str) -> None:
     """Cheap checks that `spec` can name a teacher, before anything is downloaded or loaded: a path that does not
     exist, or a bare name that is not a timm model, fail here with a message about the teacher."""
-    if os.path.isdir(spec):
+    source = locate(spec)
+    if source.exists and not os.path.isdir(source.location):
+        raise ValueError(
+            f"teacher {spec} is a file, not a model folder: for a weights file pass the timm architecture name as "
+            "--teacher_name_or_path and the file as --teacher_checkpoint_path."
+        )
+    if source.exists:
         return
-    if _looks_like_path(spec):
+    if source.local:
         raise FileNotFoundError(
             f"teacher path {spec} does not exist: give --teacher_name_or_path an existing folder (e.g. the output_dir "
             "of examples/train_teacher.py), a timm name or a Hub id."
         )
-    if "/" not in spec and not spec.startswith("hf-hub:"):
+    if "/" not in spec and not spec.startswith(HUB_PREFIX):
         import timm
 
         if not timm.is_model(spec):
@@ -280,11 +269,13 @@ def _load_from_string(
     import timm
 
     check_teacher_source(spec)
-    if os.path.isdir(spec):
-        if is_timm_folder(spec):
-            return _timm_teacher(timm.create_model(f"local-dir:{spec}", pretrained=True), **overrides, **student_stats)
-        return _load_transformers(spec, overrides, student_stats)
-    is_timm = spec.startswith(("timm/", "hf-hub:")) or "/" not in spec
+    source = locate(spec)
+    if source.local:
+        if is_timm_folder(source.location):
+            model = timm.create_model(f"local-dir:{source.location}", pretrained=True)
+            return _timm_teacher(model, **overrides, **student_stats)
+        return _load_transformers(source.location, overrides, student_stats)
+    is_timm = spec.startswith(("timm/", HUB_PREFIX)) or "/" not in spec
     if is_timm:
         name = spec if not spec.startswith("timm/") else f"hf-hub:{spec}"
         kwargs = {}
@@ -323,4 +314,4 @@ def _load_transformers(path: str, overrides: dict, student_stats: dict) -> Froze
     return _transformers_teacher(model, processor, **overrides, **student_stats)
 
 
-__all__ = ["DEFAULT_TEACHER", "FrozenTeacher", "TeacherMismatchError", "check_teacher_source", "is_timm_folder", "load_teacher"]
+__all__ = ["DEFAULT_TEACHER", "FrozenTeacher", "TeacherMismatchError", "check_teacher_source", "load_teacher"]

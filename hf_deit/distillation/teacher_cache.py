@@ -18,11 +18,17 @@ it never sees RandAugment, random erasing or the mixed image; a flip does not ch
 outside a location's top-k get that location's k-th logit. Both hard and soft distillation use the result.
 
 File: one parquet file (streams with `datasets`: `load_dataset("parquet", data_files=PATH)`), one row per image:
-example_key (hf_deit.data.row_key: label + the image's path inside the dataset, or its bytes), label, topk_logits and
+example_key (hf_deit.data.row_key: label + the image's path inside the dataset, or its bytes), example_content (the
+hash of the image's encoded bytes), image_identity (its path inside the dataset, for messages), label, topk_logits and
 topk_classes (h * w * k values, location-major: (h, w, k) flattened). Rows are found by key, not position, so the
 same cache serves the split read map-style or streamed, in any order, and a moved dataset folder.
 The schema metadata key `hf_deit_teacher_cache`
 holds `TeacherCacheInfo` (teacher, weights hash, input size, top-k, map size, dataset name/split/hash).
+
+What a cache is bound to, and where it is checked: the student's classes and every row key of a map-style split when
+it is loaded (streams: each batch); each image's bytes at each batch (the batch carries the hash of the bytes it was
+decoded from; a changed file is refused, naming it); the teacher, when one is named beside the cache
+(--teacher_name_or_path): the same weights (`check_cache_teacher`). A cache needs no teacher to train from.
 """
 
 from __future__ import annotations
@@ -41,13 +47,14 @@ from timm.data import Mixup
 from torch import nn
 from tqdm.auto import tqdm
 
-from ..data.row_key import ROW_KEY, row_key
+from ..data.row_key import CONTENT_KEY, ROW_KEY, content_hash, image_identity, row_key
 from .teacher import FrozenTeacher
 
 logger = logging.getLogger(__name__)
 
 METADATA_KEY = b"hf_deit_teacher_cache"
-CACHE_FORMAT_VERSION = 2  # 2: rows keyed by example_key (1: by position)
+CACHE_FORMAT_VERSION = 3  # 3: + each row's content hash and identity; 2: rows keyed by example_key; 1: by position
+IDENTITY_COLUMN = "image_identity"
 
 
 class StaleTeacherCacheError(ValueError):
@@ -121,13 +128,15 @@ def weights_sha256(module: nn.Module) -> str:
 
 
 # --- dataset identity -----------------------------------------------------------------------------------------
-def row_keys(dataset) -> np.ndarray:
+def row_keys(dataset, identities: list[str] | None = None) -> np.ndarray:
     """`row_key` of every row of a map-style dataset with `image` and `label` columns (read as Arrow: no decoding;
-    an image without a path is hashed by its bytes)."""
+    an image without a path is hashed by its bytes). Each row's `image_identity` is appended to `identities` if given."""
     keys = []
     for batch in dataset.with_format("arrow").select_columns(["image", "label"]).iter(batch_size=4096):
         images, labels = batch.column("image").to_pylist(), batch.column("label").to_pylist()
         keys += [row_key(image, label) for image, label in zip(images, labels)]
+        if identities is not None:
+            identities += [image_identity(image) for image in images]
     return np.asarray(keys, dtype=np.int64)
 
 
@@ -137,20 +146,23 @@ def _dataset_sha256(keys: np.ndarray) -> str:
 
 # --- writing the cache ----------------------------------------------------------------------------------------
 class _WholeImage:
-    """Decoded image -> the whole image resized to (size, size), normalised like the student's batches."""
+    """Undecoded image -> the whole image resized to (size, size), normalised like the student's batches, and the
+    content hash of its bytes (as the training examples carry it)."""
 
     def __init__(self, size: int) -> None:
         from torchvision import transforms
 
-        from ..data.decode import decode_image
+        from ..data.decode import decode_image, read_image_bytes
         from ..data.transforms import IMAGENET_MEAN, IMAGENET_STD, ToNormalizedTensor
 
-        self.decode = decode_image
+        self.read, self.decode = read_image_bytes, decode_image
         self.resize = transforms.Resize((size, size), interpolation=transforms.InterpolationMode.BICUBIC)
         self.to_tensor = ToNormalizedTensor(IMAGENET_MEAN, IMAGENET_STD)
 
     def __call__(self, batch: dict[str, list]) -> dict[str, list]:
-        return {"pixel_values": [self.to_tensor(self.resize(self.decode(raw))) for raw in batch["image"]]}
+        data = [self.read(raw) for raw in batch["image"]]
+        return {"pixel_values": [self.to_tensor(self.resize(self.decode(d))) for d in data],
+                CONTENT_KEY: [content_hash(d) for d in data]}
 
 
 @torch.no_grad()
@@ -175,12 +187,14 @@ def cache_teacher(
     from torch.utils.data import DataLoader
 
     size = input_size or (teacher.input_size[0] if teacher.input_size else 224)
-    keys = row_keys(dataset)
+    identities: list[str] = []
+    keys = row_keys(dataset, identities)
     images = dataset.select_columns(["image"]).with_transform(_WholeImage(size))
     loader = DataLoader(images, batch_size=batch_size, num_workers=num_workers, collate_fn=_stack)
     device = next(teacher.model.parameters()).device
-    values, classes, map_size, num_classes = [], [], None, None
-    for pixel_values in tqdm(loader, desc=f"Caching {teacher_name}", unit="batch"):
+    values, classes, contents, map_size, num_classes = [], [], [], None, None
+    for pixel_values, content in tqdm(loader, desc=f"Caching {teacher_name}", unit="batch"):
+        contents.append(content)
         dense, logits = dense_logits(teacher, pixel_values.to(device))
         check_dense_map(dense, logits)
         num_classes, map_size = dense.shape[1], tuple(dense.shape[2:])
@@ -198,6 +212,8 @@ def cache_teacher(
     width = values.shape[1]
     table = pa.table({
         ROW_KEY: pa.array(keys),
+        CONTENT_KEY: pa.array(np.concatenate(contents)),
+        IDENTITY_COLUMN: pa.array(identities, pa.string()),
         "label": pa.array(dataset.with_format("arrow")["label"].to_numpy()),
         "topk_logits": pa.FixedSizeListArray.from_arrays(pa.array(values.reshape(-1)), width),
         "topk_classes": pa.FixedSizeListArray.from_arrays(pa.array(classes.reshape(-1).astype(np.int16)), width),
@@ -208,8 +224,9 @@ def cache_teacher(
     return info
 
 
-def _stack(examples: list[dict]) -> torch.Tensor:
-    return torch.stack([example["pixel_values"] for example in examples])
+def _stack(examples: list[dict]) -> tuple[torch.Tensor, np.ndarray]:
+    contents = np.asarray([example[CONTENT_KEY] for example in examples], dtype=np.int64)
+    return torch.stack([example["pixel_values"] for example in examples]), contents
 
 
 # --- reading the cache: the teacher at train time -------------------------------------------------------------
@@ -272,17 +289,22 @@ class CachedTeacher(nn.Module):
     `example_key`, `crop_box` (and `crop_flip`) and the Mixup/CutMix record, and never the pixels.
 
     `keys`: each stored row's `row_key` (default: 0..rows-1, for a cache built in memory whose batches carry their
-    row numbers as keys). Rows are looked up by key, so map-style and streamed data, in any order, both work."""
+    row numbers as keys). Rows are looked up by key, so map-style and streamed data, in any order, both work.
+    `contents`: each stored row's `content_hash` (None: not checked); `path`: the file, read again only to name the
+    images of a refused batch."""
 
     def __init__(self, info: TeacherCacheInfo, topk_logits: torch.Tensor, topk_classes: torch.Tensor,
-                 labels: torch.Tensor | None = None, keys: torch.Tensor | None = None) -> None:
+                 labels: torch.Tensor | None = None, keys: torch.Tensor | None = None,
+                 contents: torch.Tensor | None = None, path: str | None = None) -> None:
         super().__init__()
         self.info = info
+        self.path = path
         h, w = info.map_size
         # (rows, h * w * k) -> (rows, h, w, k)
         self.register_buffer("topk_logits", topk_logits.view(-1, h, w, info.top_k), persistent=False)
         self.register_buffer("topk_classes", topk_classes.view(-1, h, w, info.top_k).long(), persistent=False)
         self.register_buffer("labels", labels, persistent=False)
+        self.register_buffer("contents", contents, persistent=False)
         keys = torch.arange(len(self.topk_logits)) if keys is None else keys.long()
         # Sorted keys + the row each one is at: a batch's rows by binary search (torch.searchsorted), on the device.
         sorted_keys, order = keys.sort()
@@ -297,40 +319,60 @@ class CachedTeacher(nn.Module):
         `teacher_sha256` (`weights_sha256` of the teacher now: a retrained teacher), `input_size`, `top_k`."""
         import pyarrow.parquet as pq
 
-        if not os.path.isfile(path):
-            raise FileNotFoundError(f"No teacher cache at {path}: make one with `hf-deit cache-teacher TEACHER DATA {path}`.")
-        table = pq.read_table(path)
-        info = _read_info(table, path)
+        info = read_cache_info(path)
         remake = _remake(info, path)
         for name, wanted, have in (("num_classes", num_labels, info.num_classes), ("teacher", teacher, info.teacher),
                                    ("teacher_sha256", teacher_sha256, info.teacher_sha256),
                                    ("input_size", input_size, info.input_size), ("top_k", top_k, info.top_k)):
             if wanted is not None and wanted != have:
                 raise StaleTeacherCacheError(f"{path} was made with {name}={have!r}, but {wanted!r} is asked for. {remake}")
+        table = pq.read_table(path, columns=[ROW_KEY, CONTENT_KEY, "label", "topk_logits", "topk_classes"])
         width = info.map_size[0] * info.map_size[1] * info.top_k
         logits = torch.tensor(table.column("topk_logits").combine_chunks().flatten().to_numpy().reshape(-1, width))
         classes = torch.from_numpy(
             table.column("topk_classes").combine_chunks().flatten().to_numpy().astype(np.int64).reshape(-1, width)
         )
-        labels = torch.from_numpy(table.column("label").to_numpy().astype(np.int64))
-        keys = torch.from_numpy(table.column(ROW_KEY).to_numpy().astype(np.int64))
-        cache = cls(info, logits, classes, labels, keys)
+        columns = {name: torch.from_numpy(table.column(name).to_numpy().astype(np.int64))
+                   for name in ("label", ROW_KEY, CONTENT_KEY)}  # fmt: skip
+        cache = cls(info, logits, classes, columns["label"], columns[ROW_KEY], columns[CONTENT_KEY], path=path)
         if dataset is not None:
             cache.check_dataset(dataset, path)
         return cache
 
-    def rows(self, keys: torch.Tensor, where: str = "the batch") -> torch.Tensor:
-        """The cache rows holding these row keys; a key the cache does not hold is a stale cache."""
+    def rows(self, keys: torch.Tensor, where: str = "the batch", contents: torch.Tensor | None = None) -> torch.Tensor:
+        """The cache rows holding these row keys; a key the cache does not hold, or (with `contents`, the hashes of
+        the images' bytes) an image whose bytes changed since the cache was made, is a stale cache."""
         keys = keys.to(self.sorted_keys.device)
         position = torch.searchsorted(self.sorted_keys, keys).clamp(max=len(self.sorted_keys) - 1)
+        rows = self.row_of_sorted[position]
         missing = self.sorted_keys[position] != keys
-        if bool(missing.any()):
-            raise StaleTeacherCacheError(
-                f"{int(missing.sum())} of {len(keys)} images in {where} are not in the teacher cache (made from "
-                f"{self.info.dataset or 'another dataset'} [{self.info.split}]): the data changed since, or it is "
-                f"another split. {_remake(self.info, 'CACHE')}"
-            )
-        return self.row_of_sorted[position]
+        stale = missing
+        if contents is not None and self.contents is not None:
+            changed = (self.contents[rows] != contents.to(self.contents.device)) & ~missing
+            stale = missing | changed
+        if bool(stale.any()):  # one host sync per batch for both checks
+            if bool(missing.any()):
+                raise StaleTeacherCacheError(
+                    f"{int(missing.sum())} of {len(keys)} images in {where} are not in the teacher cache (made from "
+                    f"{self.info.dataset or 'another dataset'} [{self.info.split}]): the data changed since, or it is "
+                    f"another split. {_remake(self.info, self.path or 'CACHE')}"
+                )
+            raise StaleTeacherCacheError(self._changed_message(rows[changed], len(keys), where))
+        return rows
+
+    def _changed_message(self, rows: torch.Tensor, total: int, where: str) -> str:
+        names = [f"row {row}" for row in rows.tolist()]
+        if self.path is not None:
+            import pyarrow.parquet as pq
+
+            identities = pq.read_table(self.path, columns=[IDENTITY_COLUMN]).column(IDENTITY_COLUMN)
+            names = [identities[row].as_py() for row in rows.tolist()]
+        files = list(dict.fromkeys(names))  # repeated augmentation puts copies of one image in a batch
+        return (
+            f"{len(names)} of {total} images in {where} changed since the teacher cache was made (their bytes differ "
+            f"from those the teacher saw): {', '.join(files[:5])}{' ...' if len(files) > 5 else ''}. "
+            f"{_remake(self.info, self.path or 'CACHE')}"
+        )
 
     def check_dataset(self, dataset, path: str = "the cache") -> None:
         """Every row of a map-style `dataset` (`image` + `label` columns) must be in the cache, with the same label.
@@ -368,7 +410,12 @@ class CachedTeacher(nn.Module):
                 f"A cached teacher needs '{ROW_KEY}' (and 'crop_box') in each batch: build the training data with "
                 "hf_deit.data.build_datasets (map-style or streaming) and its collator."
             )
-        rows = self.rows(batch[ROW_KEY])
+        if self.contents is not None and CONTENT_KEY not in batch:
+            raise KeyError(
+                f"This teacher cache checks each image's bytes: each batch needs '{CONTENT_KEY}' (the training data "
+                "of hf_deit.data.build_datasets carries it)."
+            )
+        rows = self.rows(batch[ROW_KEY], contents=batch.get(CONTENT_KEY))
         labels = batch.get("labels")
         if labels is not None and not labels.is_floating_point() and self.labels is not None:
             if not torch.equal(self.labels[rows], labels.to(self.labels.device)):
@@ -384,8 +431,32 @@ class CachedTeacher(nn.Module):
         return self.info.num_classes
 
 
-def _read_info(table, path: str) -> TeacherCacheInfo:
-    raw = (table.schema.metadata or {}).get(METADATA_KEY)
+def read_cache_info(path: str) -> TeacherCacheInfo:
+    """What a cache file was made from (its schema metadata only: no rows are read); an old format is refused."""
+    import pyarrow.parquet as pq
+
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"No teacher cache at {path}: make one with `hf-deit cache-teacher TEACHER DATA {path}`.")
+    return _read_info(pq.read_schema(path), path)
+
+
+def check_cache_teacher(info: TeacherCacheInfo, path: str, teacher: str, checkpoint_path: str | None = None) -> None:
+    """The teacher named beside a cache (--teacher_name_or_path) must be the one the cache was made by: the same
+    weights (SHA-256 of its state dict; names may differ, e.g. a relative and an absolute path). Loads the teacher."""
+    from .teacher import load_teacher
+
+    named = weights_sha256(load_teacher(teacher, num_labels=info.num_classes, checkpoint_path=checkpoint_path).model)
+    if named != info.teacher_sha256:
+        raise StaleTeacherCacheError(
+            f"{path} was made by the teacher {info.teacher!r} (weights sha256 {info.teacher_sha256[:16]}...), but "
+            f"--teacher_name_or_path names {teacher!r} (weights sha256 {named[:16]}...): another teacher, or the "
+            "same one retrained. Leave out --teacher_name_or_path to train from the cache as it is, or rebuild it "
+            f"with `hf-deit cache-teacher {teacher} {info.dataset or 'DATA'} {path}`."
+        )
+
+
+def _read_info(schema, path: str) -> TeacherCacheInfo:
+    raw = (schema.metadata or {}).get(METADATA_KEY)
     if raw is None:
         raise StaleTeacherCacheError(f"{path} is not an hf_deit teacher cache (no {METADATA_KEY.decode()} metadata).")
     record = json.loads(raw)
@@ -427,6 +498,8 @@ __all__ = [
     "box_weights",
     "cache_teacher",
     "cache_teacher_cli",
+    "check_cache_teacher",
     "dense_logits",
     "mix_logits",
+    "read_cache_info",
 ]

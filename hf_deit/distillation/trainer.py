@@ -58,7 +58,7 @@ from .metrics import compute_topk_metrics, topk_predictions
 from .storage import parameter_bytes, write_errors_named
 from .student import prepare_student
 from .teacher import FrozenTeacher, load_teacher
-from .teacher_cache import CachedTeacher, LambdaRecordingMixup, MixRecord, StaleTeacherCacheError
+from .teacher_cache import CachedTeacher, LambdaRecordingMixup, MixRecord, StaleTeacherCacheError, check_cache_teacher
 
 logger = logging.getLogger(__name__)
 
@@ -261,6 +261,9 @@ class DistillationTrainer(Trainer):
         """The cached teacher, checked against the student's classes and every training row before any step."""
         if cache is None:
             cache = CachedTeacher.load(self.args.teacher_cache, num_labels=self.model.config.num_labels)
+            if self.args.teacher_name_or_path:  # named beside the cache: it must be the teacher the cache was made by
+                check_cache_teacher(cache.info, self.args.teacher_cache, self.args.teacher_name_or_path,
+                                    self.args.teacher_checkpoint_path)  # fmt: skip
         elif cache.num_labels != self.model.config.num_labels:
             raise StaleTeacherCacheError(
                 f"The teacher cache predicts {cache.num_labels} classes but the student has {self.model.config.num_labels}."

@@ -25,6 +25,7 @@ from transformers.utils import logging
 
 from ..models.configuration_deit import PRESETS, DeiTConfig
 from ..models.modeling_deit import DeiTForImageClassification
+from ..sources import locate, require_source
 
 logger = logging.get_logger(__name__)
 
@@ -112,7 +113,10 @@ def load_checkpoint(path: str | Path) -> dict[str, torch.Tensor]:
     from timm.models import load_state_dict
 
     if not Path(path).is_file():
-        raise FileNotFoundError(f"No checkpoint file at {path}.")
+        raise FileNotFoundError(
+            f"No checkpoint file at {path}: {path!r} is neither an existing checkpoint file nor a timm model name "
+            "(e.g. 'deit_tiny_patch16_224')."
+        )
     return _state_dict(load_state_dict(str(path), use_ema=False))
 
 
@@ -220,8 +224,9 @@ def from_timm(
     known: dict[str, Any] = {}
     if isinstance(model_or_state_dict, (str, Path)):
         source = str(model_or_state_dict)
-        if Path(source).exists():
-            model_or_state_dict = load_checkpoint(source)
+        located = locate(source)
+        if located.local:  # else a timm name or Hub id (a missing local path: load_checkpoint says so)
+            model_or_state_dict = load_checkpoint(located.location)
             preset = preset or _preset_from_filename(source)
         else:
             model_or_state_dict = _from_timm_name(source)
@@ -393,7 +398,8 @@ def _load_transformers_deit(model_or_dir: nn.Module | str | Path) -> nn.Module:
     if isinstance(model_or_dir, (str, Path)):
         from transformers import AutoConfig
 
-        hf_config = AutoConfig.from_pretrained(str(model_or_dir))
+        model_or_dir = require_source(str(model_or_dir), "transformers model folder").location
+        hf_config = AutoConfig.from_pretrained(model_or_dir)
         architectures = hf_config.architectures or []
         if hf_config.model_type != "deit":
             raise ValueError(f"{model_or_dir} is a {hf_config.model_type!r} checkpoint, not transformers' 'deit'.")
@@ -502,7 +508,7 @@ def to_transformers(model: DeiTForImageClassification) -> nn.Module:
 
 def _hub_id(source_format: str, source: str) -> str | None:
     """The Hub id a conversion starts from, for the card's `base_model` (None for local files)."""
-    if Path(source).exists() or source_format == "official":
+    if locate(source).local or source_format == "official":
         return None
     if source_format == "timm":
         if source.startswith("hf-hub:"):

@@ -29,6 +29,7 @@ from transformers import BaseImageProcessor, PreTrainedModel
 
 from ..models.configuration_deit import DeiTConfig
 from ..models.modeling_deit import HEADS
+from ..sources import locate
 
 TEMPLATE_PATH = Path(__file__).parent / "templates" / "model_card.md"
 CURVES_FILENAME = "training_curves.png"
@@ -46,14 +47,9 @@ def count_parameters(config: DeiTConfig) -> int:
     return sum(p.numel() for p in model.parameters())
 
 
-def _is_local(spec: str) -> bool:
-    # A Hub id is "name" or "owner/name" and never starts with . / ~; anything that exists here is local.
-    return spec.startswith((".", "/", "~")) or Path(spec).exists()
-
-
 def hub_id(spec: str | None) -> str | None:
     """`spec` when it can be a Hub id; None when it is empty or a local path (the Hub's metadata refuses those)."""
-    return spec if spec and not _is_local(spec) else None
+    return spec if spec and not locate(spec).local else None
 
 
 @dataclass(frozen=True)
@@ -68,7 +64,7 @@ class Reference:
     def of(cls, spec: str | None) -> Reference | None:
         if not spec:
             return None
-        return cls(Path(spec).name, True) if _is_local(spec) else cls(spec)
+        return cls(Path(spec).name, True) if locate(spec).local else cls(spec)
 
 
 @dataclass(frozen=True)

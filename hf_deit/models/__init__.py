@@ -1,5 +1,7 @@
-"""The model: config, modeling and image processing. These files travel with every saved model folder as remote
-code (`trust_remote_code=True`), so they import torch, transformers, Pillow and numpy only, and each other."""
+"""The model: config, modeling, image processing and the image decoder. They import torch, transformers, Pillow and
+numpy only, and each other. configuration_deit.py and modeling_deit.py travel with every saved model folder as remote
+code (`trust_remote_code=True`); the image processor is saved as transformers' PoolFormerImageProcessor settings, which
+transformers reads without our code (image_processing.py), and the decoder stays with hf_deit."""
 
 from .configuration_deit import PRESETS, DeiTConfig
 from .image_decoding import load_image

@@ -7,7 +7,8 @@ all convert images here, so an odd image reaches the model as the same pixels in
   * 16-/32-bit grayscale ('I;16', 'I', 'F') is scaled to 8 bits (Pillow's `convert("RGB")` clips it to white);
   * grayscale, CMYK, palette (transparency via RGBA), RGBA/LA become RGB, alpha dropped (as timm and torchvision);
   * the EXIF orientation is applied (as transformers' `load_image` and datasets' `Image` feature).
-It imports only Pillow and numpy, and travels with saved model folders (the image processor imports it).
+It imports only Pillow and numpy. It does not travel with saved model folders (only configuration_deit.py and
+modeling_deit.py do): where hf_deit is not installed, transformers' own loader and image processor convert images.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from __future__ import annotations
 import io
 
 import numpy as np
-from PIL import Image, ImageOps
+from PIL import Image, ImageOps, UnidentifiedImageError
 
 
 def _high_bit_depth_to_8bit(image: Image.Image) -> Image.Image:
@@ -41,13 +42,25 @@ def to_rgb(image: Image.Image) -> Image.Image:
     return image.convert("RGB")
 
 
+class UnreadableImageError(OSError):
+    """An image file or URL that cannot be decoded; the message names it and says why."""
+
+
+# What Pillow raises on bad input. SyntaxError, ValueError and EOFError come from some plugins' header parsers.
+PILLOW_ERRORS = (OSError, SyntaxError, ValueError, EOFError, Image.DecompressionBombError)
+
+
 def open_rgb(data: bytes, draft_size: int | None = None) -> Image.Image:
     """Decode encoded image bytes to a fully loaded, upright RGB image. Pillow's errors propagate.
 
     `draft_size`: let libjpeg decode a JPEG at a reduced scale (1/2, 1/4, 1/8) as long as both sides stay
     >= draft_size. Callers pass it only where the next step downsamples below that size anyway.
     """
-    image = Image.open(io.BytesIO(data))
+    try:
+        image = Image.open(io.BytesIO(data))
+    except UnidentifiedImageError:
+        # Pillow's message names only the in-memory stream (<_io.BytesIO object at 0x...>); callers add the file.
+        raise UnidentifiedImageError("cannot identify image file (not an image, or a format Pillow cannot read)") from None
     if draft_size is not None and image.format == "JPEG":
         image.draft("RGB", (draft_size, draft_size))
     image.load()  # decode now: a truncated file fails here, not later inside a transform
@@ -61,7 +74,10 @@ def upright_rgb(image: Image.Image) -> Image.Image:
 
 
 def load_image(source: str | bytes | Image.Image) -> Image.Image:
-    """A path, URL, encoded bytes or PIL image -> RGB PIL image, decoded like the training data."""
+    """A path, URL, encoded bytes or PIL image -> RGB PIL image, decoded like the training data.
+
+    A file or URL that cannot be read or decoded raises `UnreadableImageError` naming it (a missing file stays a
+    FileNotFoundError, which names it already)."""
     if isinstance(source, Image.Image):
         return upright_rgb(source)
     if isinstance(source, (bytes, bytearray)):
@@ -69,9 +85,15 @@ def load_image(source: str | bytes | Image.Image) -> Image.Image:
     if source.startswith(("http://", "https://")):
         import httpx  # a transformers dependency
 
-        return open_rgb(httpx.get(source, timeout=30, follow_redirects=True).content)
-    with open(source, "rb") as f:
-        return open_rgb(f.read())
+        data = httpx.get(source, timeout=30, follow_redirects=True).content
+    else:
+        with open(source, "rb") as f:
+            data = f.read()
+    try:
+        return open_rgb(data)
+    except PILLOW_ERRORS as error:
+        reason = str(error) or type(error).__name__
+        raise UnreadableImageError(f"cannot read the image {source}: {reason}") from error
 
 
-__all__ = ["load_image", "open_rgb", "to_rgb", "upright_rgb"]
+__all__ = ["PILLOW_ERRORS", "UnreadableImageError", "load_image", "open_rgb", "to_rgb", "upright_rgb"]

@@ -126,13 +126,16 @@ class DeiTEmbeddings(nn.Module):
 
     def forward(self, pixel_values: torch.Tensor, interpolate_pos_encoding: bool = False) -> torch.Tensor:
         batch_size, _, height, width = pixel_values.shape
-        new_grid = (height // self.config.patch_size, width // self.config.patch_size)
-        if new_grid != self.grid_size and not interpolate_pos_encoding:
+        # The pixel size, not the patch grid: a 36x36 input to a 32 px, patch-8 model has the same 4x4 grid, and the
+        # convolution would silently drop its last 4 rows and columns (transformers' ViT and DeiT refuse it too).
+        if (height, width) != (self.config.image_size, self.config.image_size) and not interpolate_pos_encoding:
             raise ValueError(
                 f"Input image size ({height}x{width}) does not match the model ({self.config.image_size}x"
-                f"{self.config.image_size}). Pass interpolate_pos_encoding=True to interpolate the position "
-                "embeddings for this call, or call model.resize_position_embeddings(new_size) to fine-tune at it."
+                f"{self.config.image_size}). Preprocess with the model's image processor (it crops to that size), "
+                "pass interpolate_pos_encoding=True to interpolate the position embeddings for this call, or call "
+                "model.resize_position_embeddings(new_size) to fine-tune at another size."
             )
+        new_grid = (height // self.config.patch_size, width // self.config.patch_size)
         embeddings = self.patch_embeddings(pixel_values)
         tokens = [self.cls_token.expand(batch_size, -1, -1)]
         if self.distillation_token is not None:
