@@ -9,6 +9,7 @@ repeated augmentation, rank/worker sharding, and Mixup/CutMix batching. See docs
 from .arguments import DataArguments, MixupArguments
 from .collate import DeiTCollator, build_mixup, mix_batch
 from .device_finish import DeviceFinish, build_device_finish
+from .epoch import samples_per_epoch
 from .decode import BadImageCounter, BrokenImageError, TooManyBadImagesError, decode_image, to_rgb
 from .loading import (
     IMAGENET_PARQUET_ID,
@@ -50,6 +51,7 @@ __all__ = [
     "TooManyBadImagesError",
     "decode_image",
     "to_rgb",
+    "samples_per_epoch",
     "IMAGENET_PARQUET_ID",
     "IMAGENET_WDS_ID",
     "find_class_index_file",
