@@ -1,13 +1,28 @@
-"""What an epoch is (hf_deit/data/epoch.py): the paper's RASampler count per rank, equal to timm's sampler."""
+"""What an epoch is (hf_deit/data/epoch.py): the paper's RASampler count per rank, equal to timm's sampler; the
+Trainer's step count on ImageNet; one epoch on real photos through DistillationTrainer, map-style and streamed, on 1
+and 2 processes."""
 
+import json
 import math
+import os
+import subprocess
+import sys
+from collections import Counter
+from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
+from accelerate.data_loader import BatchSamplerShard
+from datasets import Dataset
 from timm.data.distributed_sampler import RepeatAugSampler
+from torch.utils.data import BatchSampler
 
-from hf_deit.data import samples_per_epoch
+from hf_deit.data import DataArguments, EpochLoader, RepeatAugBatchOrder, batches_per_epoch, samples_per_epoch
+from hf_deit.data.epoch import record_stream_size
+from hf_deit.distillation.trainer import _stream_max_steps
 
 IMAGENET_TRAIN_SIZE = 1_281_167
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def official_rasampler_count(dataset_size: int, world_size: int) -> int:
@@ -43,3 +58,89 @@ def test_imagenet_at_global_batch_1024_is_the_papers_375300_steps():
 def test_samples_per_epoch_refuses_empty_datasets_and_worlds(dataset_size, world_size):
     with pytest.raises(ValueError):
         samples_per_epoch(dataset_size, world_size)
+
+
+def test_imagenet_300_epochs_are_375300_steps_through_the_trainers_count(tmp_path):
+    """ImageNet-1k, 8 processes x 128, --num_train_epochs 300: transformers' own step count (set_initial_training_values)
+    over the map-style loader's length (accelerate's shard of RepeatAugBatchOrder) and over a stream's
+    (EpochLoader), and the --max_steps DistillationTrainer resolves for a stream, are all the paper's 375,300."""
+    trainer = _tiny_trainer(tmp_path, num_train_epochs=300)
+    order = RepeatAugBatchOrder(range(IMAGENET_TRAIN_SIZE), num_repeats=3, num_replicas=8, batch_size=128)
+    for rank in (0, 7):
+        shard = BatchSamplerShard(BatchSampler(order, 128, drop_last=False), num_processes=8, process_index=rank)
+        values = trainer.set_initial_training_values(trainer.args, shard)
+        assert (len(shard), values[1], values[-1]) == (1_251, 1_251, 375_300)
+    stream_loader = EpochLoader(None, batches_per_epoch(IMAGENET_TRAIN_SIZE, 8, 128, repeated_aug=3))
+    assert trainer.set_initial_training_values(trainer.args, stream_loader)[-1] == 375_300
+    stream = Dataset.from_dict({"label": [0]}).to_iterable_dataset()
+    record_stream_size(stream, IMAGENET_TRAIN_SIZE)
+    args = SimpleNamespace(world_size=8, train_batch_size=128, gradient_accumulation_steps=1, max_steps=-1,
+                           num_train_epochs=300)
+    _stream_max_steps(stream, args, DataArguments())
+    assert args.max_steps == 375_300
+
+
+def _tiny_trainer(tmp_path, **overrides):
+    from hf_deit import DeiTTrainingArguments, DistillationTrainer
+    from hf_deit.distillation.trainer import prepare_student
+
+    model = prepare_student("deit_tiny_distilled_patch16_224", num_labels=3, image_size=32, patch_size=16,
+                            hidden_size=32, num_hidden_layers=1, num_attention_heads=2)
+    args = DeiTTrainingArguments(output_dir=str(tmp_path), distillation_type="none", use_cpu=True, report_to="none",
+                                 **overrides)
+    return DistillationTrainer(model=model, args=args)
+
+
+NUM_PHOTOS = 18  # 6 drawn per epoch with RA x3; 9 per process on 2 processes, in batches of 3
+
+
+@pytest.fixture(scope="module")
+def photo_sources(tmp_path_factory, imagenet_photos):
+    """18 of foolbox's ImageNet photos at 40 px in 3 class folders (map-style), and the same as 2 parquet shards."""
+    from PIL import Image
+
+    from hf_deit.data import shard_dataset
+
+    root = tmp_path_factory.mktemp("epoch_photos")
+    for index, (path, _) in enumerate(imagenet_photos[:NUM_PHOTOS]):
+        target = root / "folder" / "train" / f"class_{index % 3}"
+        target.mkdir(parents=True, exist_ok=True)
+        Image.open(path).convert("RGB").resize((40, 40), Image.BICUBIC).save(target / f"{index}.JPEG", quality=90)
+    shard_dataset(root / "folder", root / "shards", num_shards=2, format="parquet")
+    return {"map": root / "folder", "stream": root / "shards"}
+
+
+def _start(data: Path, out: Path, processes: int, stream: bool) -> subprocess.Popen:
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1",
+           "OMP_NUM_THREADS": "1"}
+    launcher = [sys.executable] if processes == 1 else [
+        sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", str(processes), "--standalone"]
+    command = [*launcher, str(ROOT / "tests" / "scripts" / "epoch_keys.py"), str(data), str(out)]
+    return subprocess.Popen(command + (["--stream"] if stream else []), env=env, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE, text=True)
+
+
+@pytest.mark.parametrize("kind", ["map", "stream"])
+def test_one_epoch_is_len_dataset_samples_each_drawn_image_three_times(photo_sources, tmp_path, kind):
+    """Two epochs of RA x3 through DistillationTrainer on 1 and 2 processes (gloo), run side by side: each epoch is
+    len(dataset) samples over the processes, samples_per_epoch on each, a third of the photos, each 3 times
+    (map-style: on both processes, as the paper's sampler; streamed: each process its own shard)."""
+    outs = {processes: tmp_path / f"{processes}" for processes in (1, 2)}
+    runs = [_start(photo_sources[kind], out, processes, kind == "stream") for processes, out in outs.items()]
+    for run in runs:
+        _, stderr = run.communicate(timeout=600)
+        assert run.returncode == 0, stderr[-3000:]
+    for processes, out in outs.items():
+        reports = [json.loads((out / f"keys_rank{rank}.json").read_text()) for rank in range(processes)]
+        per_process = samples_per_epoch(NUM_PHOTOS, processes)
+        assert all(report["global_step"] == 2 * per_process // 3 for report in reports)
+        for epoch in range(2):
+            keys = [report["epochs"][epoch] for report in reports]
+            assert [len(rank_keys) for rank_keys in keys] == [per_process] * processes
+            counts = Counter(key for rank_keys in keys for key in rank_keys)
+            assert sum(counts.values()) == NUM_PHOTOS and set(counts.values()) == {3}
+            assert len(counts) == NUM_PHOTOS // 3
+            if processes == 2 and kind == "map":
+                assert set(keys[0]) == set(keys[1]) == set(counts)  # the copies of an image on both processes
+            if processes == 2 and kind == "stream":
+                assert not set(keys[0]) & set(keys[1])

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import os
 from typing import Any, Callable
 
@@ -40,6 +41,7 @@ from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, has_length
 from ..data.arguments import DataArguments
 from ..data.collate import DeiTCollator, build_mixup, mix_batch
 from ..data.device_finish import build_device_finish
+from ..data.epoch import EpochLoader, batches_per_epoch, stream_size
 from ..models.configuration_deit import DeiTConfig
 from ..models.image_processing import image_processor_for
 from ..models.modeling_deit import DeiTForImageClassification
@@ -122,6 +124,36 @@ def _checked_arguments(model: nn.Module | None, args: TrainingArguments | None) 
     return args
 
 
+def _stream_epoch_batches(dataset: Any, args: TrainingArguments, data_args: DataArguments | None) -> int | None:
+    """Batches per process in an epoch of a training stream of known size (hf_deit.data.stream_size): the paper's
+    epoch (hf_deit.data.batches_per_epoch). None for map-style data and for streams of unknown size."""
+    if not isinstance(dataset, torch.utils.data.IterableDataset) or stream_size(dataset) is None:
+        return None
+    size, repeats = stream_size(dataset), data_args.repeated_aug if data_args is not None else 1
+    batches = batches_per_epoch(size, args.world_size, args.train_batch_size, repeats)
+    if batches < 1:
+        raise ValueError(
+            f"An epoch of the {size}-example training stream gives each of the {args.world_size} process(es) fewer "
+            f"samples than one batch of {args.train_batch_size}: lower the per-device batch size."
+        )
+    return batches
+
+
+def _stream_max_steps(dataset: Any, args: TrainingArguments, data_args: DataArguments | None) -> None:
+    """--num_train_epochs on a stream of known size: resolved into --max_steps here, with the Trainer's own formula,
+    because transformers refuses a train_dataset without __len__ and no max_steps before it sees the loader."""
+    batches = _stream_epoch_batches(dataset, args, data_args)
+    if batches is None or args.max_steps > 0:
+        return
+    accumulation = args.gradient_accumulation_steps
+    steps_per_epoch = max(batches // accumulation + int(batches % accumulation > 0), 1)
+    args.max_steps = math.ceil(args.num_train_epochs * steps_per_epoch)
+    logger.info(
+        "Training stream of %d examples: %d steps per epoch on each of %d process(es); --num_train_epochs %s is "
+        "--max_steps %d.", stream_size(dataset), steps_per_epoch, args.world_size, args.num_train_epochs, args.max_steps,
+    )
+
+
 def _check_preprocessing(config: Any, data_args: DataArguments) -> None:
     """The image processor saved with the model is built from its config; warn when that config would preprocess
     otherwise than the evaluation transform of `data_args` (which owns it; `build_student` copies it over)."""
@@ -163,6 +195,7 @@ class DistillationTrainer(Trainer):
         **kwargs: Any,
     ) -> None:
         args = _checked_arguments(model, args)
+        _stream_max_steps(kwargs.get("train_dataset"), args, data_args)
         if data_args is not None:
             data_collator = data_collator or DeiTCollator()
             _check_preprocessing(model.config, data_args)
@@ -369,7 +402,7 @@ class DistillationTrainer(Trainer):
 
     # --- data -------------------------------------------------------------------------------------------------
     def get_train_dataloader(self):
-        dataloader = super().get_train_dataloader()
+        dataloader = self._stream_epochs(super().get_train_dataloader())
         # Optimizer steps per epoch, as the Trainer counts them, for warmup_epochs (create_scheduler comes later).
         if has_length(dataloader):
             accumulation = self.args.gradient_accumulation_steps
@@ -377,6 +410,19 @@ class DistillationTrainer(Trainer):
         else:
             self._steps_per_epoch = None
         return dataloader
+
+    def _stream_epochs(self, dataloader):
+        """A training stream of known size is cut into epochs of the paper's length (`_stream_epoch_batches`,
+        hf_deit.data.EpochLoader), which gives the Trainer a length: it then counts epochs, warmup and the resume
+        position itself. A stream of unknown size keeps the Trainer's handling (passes, --max_steps)."""
+        batches = _stream_epoch_batches(self.train_dataset, self.args, self.data_args)
+        return dataloader if batches is None else EpochLoader(dataloader, batches)
+
+    def get_resumed_dataloader(self, dataloader, num_batches):
+        # An epoch of a stream resumes by reading and dropping its first batches, as accelerate's skip_first_batches.
+        if isinstance(dataloader, EpochLoader):
+            return dataloader.skipping(num_batches)
+        return super().get_resumed_dataloader(dataloader, num_batches)
 
     def _get_dataloader(self, dataset, description, batch_size, sampler_fn=None, is_training=False, dataloader_key=None):
         # Private override (transformers' `Trainer._get_dataloader(dataset, description, batch_size, sampler_fn,
@@ -437,7 +483,9 @@ class DistillationTrainer(Trainer):
         epochs, batches = super()._init_training_state(
             max_steps, num_update_steps_per_epoch, num_train_epochs, resume_from_checkpoint, trial
         )
-        if resume_from_checkpoint is not None and not has_length(self.train_dataset) and not self.args.ignore_data_skip:
+        # A stream cut into epochs (_stream_epochs) has a length: the Trainer's own count is right for it.
+        uncounted = self._steps_per_epoch is None
+        if resume_from_checkpoint is not None and uncounted and not self.args.ignore_data_skip:
             path = os.path.join(resume_from_checkpoint, STREAM_STATE_NAME)
             if os.path.isfile(path):
                 with open(path) as f:
