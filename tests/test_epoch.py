@@ -96,16 +96,16 @@ NUM_PHOTOS = 18  # 6 drawn per epoch with RA x3; 9 per process on 2 processes, i
 
 @pytest.fixture(scope="module")
 def photo_sources(tmp_path_factory, imagenet_photos):
-    """18 of foolbox's ImageNet photos at 40 px in 3 class folders (map-style), and the same as 2 parquet shards."""
+    """18 of foolbox's ImageNet photos at 64 px in 4 class folders (map-style), and the same as 2 parquet shards."""
     from PIL import Image
 
     from hf_deit.data import shard_dataset
 
     root = tmp_path_factory.mktemp("epoch_photos")
     for index, (path, _) in enumerate(imagenet_photos[:NUM_PHOTOS]):
-        target = root / "folder" / "train" / f"class_{index % 3}"
+        target = root / "folder" / "train" / f"class_{index % 4}"
         target.mkdir(parents=True, exist_ok=True)
-        Image.open(path).convert("RGB").resize((40, 40), Image.BICUBIC).save(target / f"{index}.JPEG", quality=90)
+        Image.open(path).convert("RGB").resize((64, 64), Image.BICUBIC).save(target / f"{index}.JPEG", quality=90)
     shard_dataset(root / "folder", root / "shards", num_shards=2, format="parquet")
     return {"map": root / "folder", "stream": root / "shards"}
 
@@ -115,16 +115,17 @@ def _start(data: Path, out: Path, processes: int, stream: bool) -> subprocess.Po
            "OMP_NUM_THREADS": "1"}
     launcher = [sys.executable] if processes == 1 else [
         sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", str(processes), "--standalone"]
-    command = [*launcher, str(ROOT / "tests" / "scripts" / "epoch_keys.py"), str(data), str(out)]
+    command = [*launcher, str(ROOT / "tests" / "scripts" / "train_images.py"), str(data), str(out), "--epochs", "2",
+               "--batch-size", "3", "--record-keys"]
     return subprocess.Popen(command + (["--stream"] if stream else []), env=env, stdout=subprocess.DEVNULL,
                             stderr=subprocess.PIPE, text=True)
 
 
 @pytest.mark.parametrize("kind", ["map", "stream"])
 def test_one_epoch_is_len_dataset_samples_each_drawn_image_three_times(photo_sources, tmp_path, kind):
-    """Two epochs of RA x3 through DistillationTrainer on 1 and 2 processes (gloo), run side by side: each epoch is
-    len(dataset) samples over the processes, samples_per_epoch on each, a third of the photos, each 3 times
-    (map-style: on both processes, as the paper's sampler; streamed: each process its own shard)."""
+    """Two epochs of the default recipe (RA x3) through DistillationTrainer on 1 and 2 processes (gloo), run side by
+    side: each epoch is len(dataset) samples over the processes, samples_per_epoch on each, a third of the photos,
+    each 3 times (map-style: on both processes, as the paper's sampler; streamed: each process its own shard)."""
     outs = {processes: tmp_path / f"{processes}" for processes in (1, 2)}
     runs = [_start(photo_sources[kind], out, processes, kind == "stream") for processes, out in outs.items()]
     for run in runs:

@@ -1,16 +1,21 @@
 """From `DataArguments` to datasets the Trainer can iterate: decode -> augment -> repeat -> shard.
 
+An epoch is the paper's (hf_deit.data.epoch): len(dataset) samples over all ranks, a random 1/m of the images each
+repeated m times (m = repeated_aug).
+
 Map-style (`streaming=False`): a `datasets.Dataset` with an on-the-fly transform (`with_transform`), so each
 access decodes and augments anew. Ranks are split by the sampler: `repeat_aug_sampler` (timm's RepeatAugSampler)
-for repeated augmentation, on one process too (the paper's code silently falls back to a RandomSampler there);
-`RepeatAugBatchOrder` lays those per-rank samplers out for a loader that accelerate shards (the Trainer's).
+for repeated augmentation, on one process too (the official main.py, started without a distributed launcher,
+falls back to a RandomSampler there); `RepeatAugBatchOrder` lays those per-rank samplers out for a loader that
+accelerate shards (the Trainer's), in full batches.
 
 Streaming: a `datasets.IterableDataset` built only from datasets' own operations, so `state_dict()` /
 `load_state_dict()` and `set_epoch()` keep working:
-    split_dataset_by_node (rank) -> repeat each example m times (RA) -> shuffle(buffer) -> decode + augment -> drop broken
-DataLoader workers then split the rank's shards between them (datasets does this by itself). Repeats are made
-undecoded and before the shuffle buffer, so the m copies get independent augmentations and land in different,
-nearby batches (the paper's sampler puts them on different GPUs in the same step instead).
+    split_dataset_by_node (rank) -> shuffle(buffer) -> keep every m-th (RA draw) -> repeat each kept example m
+    times -> decode + augment -> drop broken
+DataLoader workers then split the rank's shards between them (datasets does this by itself). The draw and the
+repeats are made undecoded, so the examples left out cost no decoding and the m copies get independent
+augmentations; the copies come in a row, so in one step (the paper's sampler puts them in one step on m GPUs).
 """
 
 from __future__ import annotations

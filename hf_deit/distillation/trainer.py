@@ -11,8 +11,9 @@ What it adds to the Trainer, each in one method below:
     parts are logged (`log`).
   * the teacher (`self.teacher`) is held outside the model: never DDP-wrapped, saved or optimised.
   * optimizer groups: no weight decay on norms, biases, position embeddings and tokens; warmup in epochs.
-  * repeated augmentation (timm RepeatAugSampler) for map-style data, in a global order that accelerate's own
-    batch sharding hands out rank by rank (hf_deit.data.RepeatAugBatchOrder).
+  * the paper's epoch (hf_deit.data.epoch): repeated augmentation (timm RepeatAugSampler) for map-style data, in a
+    global order that accelerate's own batch sharding hands out rank by rank (hf_deit.data.RepeatAugBatchOrder); a
+    stream of known size cut into epochs of the same length (hf_deit.data.EpochLoader).
   * per-head top-1/top-5 evaluation, optional EMA weights (timm ModelEmaV3) evaluated alongside.
   * exact resume for streaming data past the first pass (the Trainer alone restarts the stream), EMA weights and
     finite-weight checks around checkpoints (callbacks), checkpoint keys checked before loading (train).
@@ -477,8 +478,8 @@ class DistillationTrainer(Trainer):
     # --- checkpoints and exact resume -------------------------------------------------------------------------
     def _init_training_state(self, max_steps, num_update_steps_per_epoch, num_train_epochs, resume_from_checkpoint, trial):
         # Private override (transformers' `Trainer._init_training_state`, which returns (epochs_trained,
-        # steps_trained_in_current_epoch) computed from global_step and the epoch length): a stream has no length,
-        # so the Trainer counts every step as epoch 0 and would replay the whole run from a fresh first pass. Our
+        # steps_trained_in_current_epoch) computed from global_step and the epoch length): a stream of unknown size
+        # has no length, so the Trainer counts every step as epoch 0 and would replay the whole run from a fresh first pass. Our
         # checkpoint says which pass it was in and how far: resume there. No public hook sets where training starts.
         epochs, batches = super()._init_training_state(
             max_steps, num_update_steps_per_epoch, num_train_epochs, resume_from_checkpoint, trial
