@@ -22,6 +22,8 @@ from hf_deit.data import (
     repeat_aug_sampler,
     samples_per_epoch,
     shard_dataset,
+    stream_size,
+    train_stream_size,
 )
 from hf_deit.data.shards import ROW_GROUP_SIZE
 
@@ -127,6 +129,19 @@ def test_stream_state_dict_resumes_where_it_stopped(sharded):
     resumed = pipeline()
     resumed.load_state_dict(state)
     assert head + [example["key"] for example in resumed] == full
+
+
+def test_a_training_streams_size_comes_from_the_flag_else_the_files_capped_by_max_train_samples(sharded):
+    def size(**values) -> int | None:
+        args = DataArguments(dataset_name=str(sharded), streaming=True, **values)
+        return train_stream_size(args, load_image_dataset(str(sharded), "train", streaming=True))
+
+    assert size() == len(ALL_KEYS)  # the parquet footers
+    assert size(train_dataset_size=100) == 100 and size(max_train_samples=10) == 10
+    stream = load_image_dataset(str(sharded), "train", streaming=True)
+    prepared = prepare_dataset(stream, _args(3), train=True, counter=BadImageCounter(), dataset_size=len(ALL_KEYS))
+    assert stream_size(stream) is None and stream_size(prepared) == len(ALL_KEYS)
+    assert stream_size(prepared.shard(num_shards=2, index=1)) == len(ALL_KEYS)  # what accelerate gives a rank
 
 
 @pytest.mark.parametrize("world_size", [1, 2])

@@ -18,7 +18,7 @@ from timm.data.distributed_sampler import RepeatAugSampler
 from torch.utils.data import BatchSampler
 
 from hf_deit.data import DataArguments, EpochLoader, RepeatAugBatchOrder, batches_per_epoch, samples_per_epoch
-from hf_deit.data.epoch import record_stream_size
+from hf_deit.data.epoch import LAP_EPOCH_STRIDE, record_stream_size
 from hf_deit.distillation.trainer import _stream_max_steps
 
 IMAGENET_TRAIN_SIZE = 1_281_167
@@ -54,6 +54,34 @@ def test_imagenet_at_global_batch_1024_is_the_papers_375300_steps():
     assert per_rank == 160_128 and per_rank // 128 == 1_251 and per_rank // 128 * 300 == 375_300
 
 
+class FakeStreamLoader:
+    """Three batches per pass, each naming the datasets epoch it was read under."""
+
+    def __init__(self, batches_per_pass: int = 3) -> None:
+        self.batches_per_pass, self.epoch = batches_per_pass, 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __iter__(self):
+        return iter([(self.epoch, batch) for batch in range(self.batches_per_pass)])
+
+
+def test_epoch_loader_cuts_epochs_and_starts_another_pass_inside_one_when_the_stream_ends():
+    loader = EpochLoader(FakeStreamLoader(), num_batches=7)
+    loader.set_epoch(5)
+    second, third = 5 + LAP_EPOCH_STRIDE, 5 + 2 * LAP_EPOCH_STRIDE
+    expected = [(5, 0), (5, 1), (5, 2), (second, 0), (second, 1), (second, 2), (third, 0)]
+    assert len(loader) == 7 and list(loader) == expected
+    resumed = loader.skipping(4)  # what DistillationTrainer.get_resumed_dataloader gives back
+    resumed.set_epoch(5)
+    assert len(resumed) == 3 and list(resumed) == expected[4:]
+    loader.set_epoch(6)
+    assert [batch for batch in loader][:3] == [(6, 0), (6, 1), (6, 2)]  # a new epoch: a new first pass
+    with pytest.raises(ValueError, match="no batch in a whole pass"):
+        list(EpochLoader(FakeStreamLoader(batches_per_pass=0), num_batches=2))
+
+
 @pytest.mark.parametrize("dataset_size, world_size", [(0, 1), (10, 0)])
 def test_samples_per_epoch_refuses_empty_datasets_and_worlds(dataset_size, world_size):
     with pytest.raises(ValueError):
@@ -61,9 +89,10 @@ def test_samples_per_epoch_refuses_empty_datasets_and_worlds(dataset_size, world
 
 
 def test_imagenet_300_epochs_are_375300_steps_through_the_trainers_count(tmp_path):
-    """ImageNet-1k, 8 processes x 128, --num_train_epochs 300: transformers' own step count (set_initial_training_values)
-    over the map-style loader's length (accelerate's shard of RepeatAugBatchOrder) and over a stream's
-    (EpochLoader), and the --max_steps DistillationTrainer resolves for a stream, are all the paper's 375,300."""
+    """ImageNet-1k, 8 processes x 128, --num_train_epochs 300: transformers' own step count
+    (set_initial_training_values) over the map-style loader's length (accelerate's shard of RepeatAugBatchOrder)
+    and over a stream's (EpochLoader), and the --max_steps DistillationTrainer resolves for a stream, are all the
+    paper's 375,300."""
     trainer = _tiny_trainer(tmp_path, num_train_epochs=300)
     order = RepeatAugBatchOrder(range(IMAGENET_TRAIN_SIZE), num_repeats=3, num_replicas=8, batch_size=128)
     for rank in (0, 7):

@@ -36,6 +36,8 @@ def test_private_trainer_methods_we_override_are_still_called_where_we_rely_on_t
     loop = inspect.getsource(Trainer._inner_training_loop)
     assert "self.get_train_dataloader()" in loop and "self._init_training_state(" in loop
     assert loop.index("self.get_train_dataloader()") < loop.index("self._prepare_for_training(")  # before the scheduler
+    # and before _init_training_state, which asks whether the loader has a length (a stream cut into epochs has)
+    assert loop.index("self.get_train_dataloader()") < loop.index("self._init_training_state(")
     assert "self._get_dataloader(" in inspect.getsource(Trainer.get_train_dataloader)
     assert "on_save" in inspect.getsource(Trainer._maybe_log_save_evaluate)  # EMA and stream state are written then
 

@@ -355,9 +355,9 @@ def build_datasets(
     the paper's epoch (`prepare_dataset`; call `set_epoch` each epoch to reshuffle); when its size is known
     (`train_stream_size`), `hf_deit.data.EpochLoader` cuts epochs of exactly
     `batches_per_epoch(size, world_size, batch_size, repeated_aug)` batches out of its loader (DistillationTrainer
-    does). Map-style train data needs `repeat_aug_sampler(...)` for RA and rank sharding. The Trainer must run with `remove_unused_columns=False` (the transform needs the
-    `image` column that the Trainer would otherwise drop) and `accelerator_config={"dispatch_batches": False}`
-    for streams (each rank reads its own shards).
+    does). Map-style train data needs `repeat_aug_sampler(...)` for RA and rank sharding. The Trainer must run with
+    `remove_unused_columns=False` (the transform needs the `image` column that the Trainer would otherwise drop) and
+    `accelerator_config={"dispatch_batches": False}` for streams (each rank reads its own shards).
     `check_labels(label_names)` runs once the label set is known and before the image scan (minutes on ImageNet), so
     that a label set the model or teacher cannot take stops the run early.
     """

@@ -151,7 +151,8 @@ def _stream_max_steps(dataset: Any, args: TrainingArguments, data_args: DataArgu
     args.max_steps = math.ceil(args.num_train_epochs * steps_per_epoch)
     logger.info(
         "Training stream of %d examples: %d steps per epoch on each of %d process(es); --num_train_epochs %s is "
-        "--max_steps %d.", stream_size(dataset), steps_per_epoch, args.world_size, args.num_train_epochs, args.max_steps,
+        "--max_steps %d.",
+        stream_size(dataset), steps_per_epoch, args.world_size, args.num_train_epochs, args.max_steps,
     )
 
 
@@ -479,8 +480,9 @@ class DistillationTrainer(Trainer):
     def _init_training_state(self, max_steps, num_update_steps_per_epoch, num_train_epochs, resume_from_checkpoint, trial):
         # Private override (transformers' `Trainer._init_training_state`, which returns (epochs_trained,
         # steps_trained_in_current_epoch) computed from global_step and the epoch length): a stream of unknown size
-        # has no length, so the Trainer counts every step as epoch 0 and would replay the whole run from a fresh first pass. Our
-        # checkpoint says which pass it was in and how far: resume there. No public hook sets where training starts.
+        # has no length, so the Trainer counts every step as epoch 0 and would replay the whole run from a fresh
+        # first pass. Our checkpoint says which pass it was in and how far: resume there. No public hook sets where
+        # training starts.
         epochs, batches = super()._init_training_state(
             max_steps, num_update_steps_per_epoch, num_train_epochs, resume_from_checkpoint, trial
         )
