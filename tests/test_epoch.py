@@ -109,6 +109,15 @@ def test_imagenet_300_epochs_are_375300_steps_through_the_trainers_count(tmp_pat
     assert args.max_steps == 375_300
 
 
+def test_a_stream_of_unknown_size_needs_its_size_or_max_steps(tmp_path):
+    stream = Dataset.from_dict({"label": [0]}).to_iterable_dataset()  # no split info: size unknown
+    with pytest.raises(ValueError, match="--train_dataset_size"):
+        _stream_max_steps(stream, SimpleNamespace(max_steps=-1, num_train_epochs=3), DataArguments())
+    args = SimpleNamespace(max_steps=5, num_train_epochs=3)
+    _stream_max_steps(stream, args, DataArguments())
+    assert args.max_steps == 5
+
+
 def _tiny_trainer(tmp_path, **overrides):
     from hf_deit import DeiTTrainingArguments, DistillationTrainer
     from hf_deit.distillation.trainer import prepare_student

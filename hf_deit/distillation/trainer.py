@@ -143,9 +143,14 @@ def _stream_epoch_batches(dataset: Any, args: TrainingArguments, data_args: Data
 def _stream_max_steps(dataset: Any, args: TrainingArguments, data_args: DataArguments | None) -> None:
     """--num_train_epochs on a stream of known size: resolved into --max_steps here, with the Trainer's own formula,
     because transformers refuses a train_dataset without __len__ and no max_steps before it sees the loader."""
-    batches = _stream_epoch_batches(dataset, args, data_args)
-    if batches is None or args.max_steps > 0:
+    if not isinstance(dataset, torch.utils.data.IterableDataset) or args.max_steps > 0:
         return
+    batches = _stream_epoch_batches(dataset, args, data_args)
+    if batches is None:
+        raise ValueError(
+            "The training stream's size is unknown, so it has no epoch to count --num_train_epochs in: pass "
+            "--train_dataset_size N (its number of examples; an epoch is then the paper's, docs/data.md) or --max_steps."
+        )
     accumulation = args.gradient_accumulation_steps
     steps_per_epoch = max(batches // accumulation + int(batches % accumulation > 0), 1)
     args.max_steps = math.ceil(args.num_train_epochs * steps_per_epoch)
