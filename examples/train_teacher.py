@@ -59,7 +59,10 @@ class TeacherArguments:
         default=False, metadata={"help": "Start from timm's pretrained weights (needs them in the local HF cache)."}
     )
     output_dir: str = field(default="runs/teacher", metadata={"help": "Where model.safetensors + config.json go."})
-    epochs: int = field(default=10, metadata={"help": "Passes over the training data (each repeated_aug x its size)."})
+    epochs: int = field(default=10, metadata={
+        "help": "Epochs, the paper's: len(dataset) samples over all processes (with repeated_aug, a random "
+        "1/repeated_aug of the images, each repeated_aug times; hf_deit.data.samples_per_epoch)."
+    })
     batch_size: int = field(default=128, metadata={"help": "Images per process and step."})
     learning_rate: float = field(default=1e-3, metadata={"help": "AdamW peak learning rate (cosine decay to 0)."})
     weight_decay: float = field(

@@ -13,7 +13,15 @@ from timm.data import ImageNetInfo
 from transformers import HfArgumentParser, TrainingArguments
 
 from hf_deit.cli import main as cli_main
-from hf_deit.data import DataArguments, DeiTCollator, build_datasets, load_image_dataset, read_class_index
+from hf_deit.data import (
+    DataArguments,
+    DeiTCollator,
+    build_datasets,
+    count_local_examples,
+    load_image_dataset,
+    read_class_index,
+    stream_size,
+)
 
 SIZE = 32
 IMAGENET_WNIDS = list(ImageNetInfo("imagenet-1k").label_names())
@@ -112,3 +120,13 @@ def test_same_pipeline_for_every_source(sources, source, streaming, tmp_path):
     assert all(b["labels"].shape == (len(b["pixel_values"]),) for b in train_batches)  # mixed in the training step
     assert sorted(torch.cat([b["labels"] for b in eval_batches]).tolist()) == [0, 1]  # photos 6, 7: class_0, class_1
     assert data.bad_images["train"].broken == 2 and data.bad_images["eval"].broken == 0
+    if streaming:  # the size that sets a stream's epoch: its files, broken ones included (as len(dataset) would)
+        assert stream_size(train) == 8
+
+
+@pytest.mark.parametrize("source", ["folder", "parquet", "webdataset"])
+def test_local_examples_are_counted_without_reading_images(sources, source):
+    """Image files, parquet footers, webdataset tar headers (a sample is a key with a .jpg and a .cls member)."""
+    assert count_local_examples(sources[source], "train") == 8
+    assert count_local_examples(sources[source], "val") == count_local_examples(sources[source], "validation") == 2
+    assert count_local_examples(sources[source], "test") is None and count_local_examples("org/hub-id", "train") is None

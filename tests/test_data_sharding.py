@@ -1,7 +1,9 @@
-"""Sharding: 2 simulated ranks x 2 DataLoader workers see every example exactly once per epoch (x3 with repeated
-augmentation); epochs reshuffle; a stream's state_dict resumes; the map-style RA sampler keeps RA on one process."""
+"""Sharding: 2 simulated ranks x 2 DataLoader workers see every example exactly once per pass (with repeated
+augmentation x3, a third of them 3 times); passes reshuffle and draw anew; a stream's state_dict resumes; the
+map-style RA sampler gives the paper's epoch, also on one process."""
 
 import io
+from collections import Counter
 
 import datasets
 import numpy as np
@@ -18,7 +20,10 @@ from hf_deit.data import (
     load_image_dataset,
     prepare_dataset,
     repeat_aug_sampler,
+    samples_per_epoch,
     shard_dataset,
+    stream_size,
+    train_stream_size,
 )
 from hf_deit.data.shards import ROW_GROUP_SIZE
 
@@ -75,15 +80,30 @@ def _epoch_keys(root, repeats: int, epoch: int = 0, world_size: int = 2, workers
     return per_rank
 
 
-@pytest.mark.parametrize("repeats", [1, 3])
-def test_two_ranks_two_workers_see_each_key_exactly_repeats_times(sharded, repeats):
-    per_rank = _epoch_keys(sharded, repeats)
+def test_two_ranks_two_workers_see_each_key_exactly_once_per_pass_without_repeated_augmentation(sharded):
+    per_rank = _epoch_keys(sharded, 1)
     seen = [key for keys in per_rank for key in keys]
-    assert set(seen) == ALL_KEYS
-    assert {key: seen.count(key) for key in ALL_KEYS} == {key: repeats for key in ALL_KEYS}
+    assert Counter(seen) == {key: 1 for key in ALL_KEYS}
     assert not set(per_rank[0]) & set(per_rank[1])  # ranks read disjoint shards
-    if repeats == 3:  # the shuffle buffer spreads the copies apart: not all in consecutive triples
-        assert any(len(set(per_rank[0][i:i + 3])) > 1 for i in range(0, len(per_rank[0]), 3))
+
+
+def test_a_pass_with_repeated_augmentation_is_the_papers_epoch(sharded):
+    """2 ranks x 2 workers, RA x3: one pass is len(dataset) samples over the ranks, a third of the keys (each worker
+    keeps every third example its shuffle buffer lets out), each 3 times on one rank."""
+    per_rank = _epoch_keys(sharded, 3)
+    counts = Counter(key for keys in per_rank for key in keys)
+    assert sum(counts.values()) == len(ALL_KEYS) and set(counts.values()) == {3} and set(counts) <= ALL_KEYS
+    assert len(counts) == len(ALL_KEYS) // 3
+    assert not set(per_rank[0]) & set(per_rank[1])
+    (alone,) = _epoch_keys(sharded, 3, world_size=1, workers=0)
+    triples = [alone[i:i + 3] for i in range(0, len(alone), 3)]  # the copies in a row: one step, as the paper's
+    assert len(alone) == len(ALL_KEYS) and all(len(set(triple)) == 1 for triple in triples)
+
+
+def test_each_pass_draws_other_examples(sharded):
+    drawn = [set(_epoch_keys(sharded, 3, epoch=epoch, world_size=1, workers=0)[0]) for epoch in range(3)]
+    assert all(len(keys) == len(ALL_KEYS) // 3 for keys in drawn)
+    assert drawn[0] != drawn[1] and drawn[1] != drawn[2] and len(set.union(*drawn)) > len(ALL_KEYS) // 3
 
 
 def test_set_epoch_reshuffles(sharded):
@@ -111,22 +131,34 @@ def test_stream_state_dict_resumes_where_it_stopped(sharded):
     assert head + [example["key"] for example in resumed] == full
 
 
+def test_a_training_streams_size_comes_from_the_flag_else_the_files_capped_by_max_train_samples(sharded):
+    def size(**values) -> int | None:
+        args = DataArguments(dataset_name=str(sharded), streaming=True, **values)
+        return train_stream_size(args, load_image_dataset(str(sharded), "train", streaming=True))
+
+    assert size() == len(ALL_KEYS)  # the parquet footers
+    assert size(train_dataset_size=100) == 100 and size(max_train_samples=10) == 10
+    stream = load_image_dataset(str(sharded), "train", streaming=True)
+    prepared = prepare_dataset(stream, _args(3), train=True, counter=BadImageCounter(), dataset_size=len(ALL_KEYS))
+    assert stream_size(stream) is None and stream_size(prepared) == len(ALL_KEYS)
+    assert stream_size(prepared.shard(num_shards=2, index=1)) == len(ALL_KEYS)  # what accelerate gives a rank
+
+
 @pytest.mark.parametrize("world_size", [1, 2])
-def test_repeat_aug_sampler_each_index_three_times_per_epoch(world_size):
-    dataset = list(range(10))
+def test_repeat_aug_sampler_gives_the_papers_epoch(world_size):
+    """len(dataset) indices over the ranks (a third of the images, each 3 times, on every rank), with a single
+    process too (the paper's main.py turns RA off there)."""
+    dataset = list(range(12))
     indices = []
     for rank in range(world_size):
         sampler = repeat_aug_sampler(dataset, num_repeats=3, num_replicas=world_size, rank=rank, seed=5)
         sampler.set_epoch(2)
-        indices += list(sampler)
-        assert len(sampler) == len(list(sampler)) == 15 * 2 // world_size
-    assert sorted(indices) == sorted(dataset * 3)  # RA stays on with a single process
-
-
-def test_repeat_aug_sampler_paper_epoch_keeps_epoch_length():
-    sampler = repeat_aug_sampler(list(range(12)), num_repeats=3, num_replicas=1, full_epoch=False)
-    indices = list(sampler)
-    assert len(indices) == 12 and all(indices.count(i) == 3 for i in set(indices)) and len(set(indices)) == 4
+        drawn = list(sampler)
+        assert len(sampler) == len(drawn) == samples_per_epoch(len(dataset), world_size)
+        indices.append(drawn)
+    counts = Counter(index for drawn in indices for index in drawn)
+    assert sum(counts.values()) == len(dataset) and set(counts.values()) == {3} and len(counts) == 4
+    assert all(set(drawn) == set(counts) for drawn in indices)  # the copies of an image go to different ranks
 
 
 def test_parquet_shards_keep_image_bytes_plain_in_small_row_groups(tmp_path):

@@ -3,8 +3,10 @@ bit for bit: map-style and streamed data, 0 and 2 DataLoader workers. Runs that 
 started side by side.
 
 Recipe (DataArguments' defaults): RandomResizedCrop, flip, RandAugment, random erasing, Mixup/CutMix, label smoothing,
-repeated augmentation x3; student with drop path 0.1; hard distillation. 16 photos x 3 repeats / batch 6 = 8 steps
-per pass; checkpoints every 5 steps; killed after step 11, resumed from checkpoint-10 (second pass, batch 2), 12 steps.
+repeated augmentation x3; student with drop path 0.1; hard distillation. An epoch is the paper's: 16 samples (a third
+of the 16 photos, each 3 times) / batch 4 = 4 steps; checkpoints every 5 steps; killed after step 11, resumed from
+checkpoint-10 (third epoch, batch 2), 12 steps. The stream has a known size (its parquet footers), so the Trainer
+counts its epochs and resumes inside one (hf_deit.data.EpochLoader).
 """
 
 import os

@@ -178,7 +178,7 @@ def test_data_args_give_repeated_augmentation_mixup_and_unmixed_eval(tmp_path):
 
     positional = trainer.get_train_dataloader().batch_sampler.sampler  # keys images by (epoch, position) for seeding
     assert isinstance(positional.sampler, RepeatAugBatchOrder)
-    assert len(seen) == 8 * 3 // 4  # every image 3 times per epoch (hf_deit.data's full-epoch RA)
+    assert len(seen) == 8 // 4  # the paper's epoch: len(dataset) samples (a third of the images, each 3 times)
     assert seen and all(labels.is_floating_point() and labels.shape[1] == C for labels in seen)  # mixed soft targets
     assert trainer.loss_fn.label_smoothing == 0.1
     assert "eval_fused_top1" in trainer.evaluate()

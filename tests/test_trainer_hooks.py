@@ -6,6 +6,7 @@ dropping the behaviour (seeded augmentation, a stream's exact resume)."""
 
 import inspect
 
+import pytest
 from accelerate.data_loader import BatchSamplerShard
 from torch.utils.data import BatchSampler
 from transformers import Trainer
@@ -35,6 +36,8 @@ def test_private_trainer_methods_we_override_are_still_called_where_we_rely_on_t
     loop = inspect.getsource(Trainer._inner_training_loop)
     assert "self.get_train_dataloader()" in loop and "self._init_training_state(" in loop
     assert loop.index("self.get_train_dataloader()") < loop.index("self._prepare_for_training(")  # before the scheduler
+    # and before _init_training_state, which asks whether the loader has a length (a stream cut into epochs has)
+    assert loop.index("self.get_train_dataloader()") < loop.index("self._init_training_state(")
     assert "self._get_dataloader(" in inspect.getsource(Trainer.get_train_dataloader)
     assert "on_save" in inspect.getsource(Trainer._maybe_log_save_evaluate)  # EMA and stream state are written then
 
@@ -50,28 +53,41 @@ def test_on_save_comes_after_every_file_of_a_checkpoint():
     assert last_write < save.index("rotate_checkpoints(")
 
 
+def test_the_resume_of_a_stream_epoch_goes_through_get_resumed_dataloader():
+    """A stream cut into epochs (hf_deit.data.EpochLoader) resumes by skipping inside it: DistillationTrainer
+    overrides the public get_resumed_dataloader, which the epoch loop must still call."""
+    epoch = inspect.getsource(Trainer._run_epoch)
+    assert "self.get_resumed_dataloader(train_dataloader, steps_trained_in_current_epoch)" in epoch
+    assert epoch.index("self.get_resumed_dataloader(") < epoch.index("train_dataloader.set_epoch(epoch)")
+
+
 def test_accelerate_batch_sharding_of_the_global_order_gives_timms_per_rank_sequences():
-    """10 images x 3 repeats over 2 ranks: 15 per rank, batches of 4 (the last completed from the rank's start)."""
-    order = RepeatAugBatchOrder(list(range(10)), num_repeats=3, num_replicas=2, batch_size=4, seed=7)
+    """24 images x 3 repeats over 2 ranks: timm gives each rank 12 (the paper's epoch); batches of 5 keep 2 full
+    batches per rank, the last partial one is dropped (the paper's drop_last)."""
+    order = RepeatAugBatchOrder(list(range(24)), num_repeats=3, num_replicas=2, batch_size=5, seed=7)
     order.set_epoch(2)
     for rank in range(2):
-        shard = BatchSamplerShard(BatchSampler(order, 4, drop_last=False), num_processes=2, process_index=rank)
+        shard = BatchSamplerShard(BatchSampler(order, 5, drop_last=False), num_processes=2, process_index=rank)
         got = [index for batch in shard for index in batch]
-        expected = repeat_aug_sampler(list(range(10)), 3, num_replicas=2, rank=rank, seed=7)
+        expected = repeat_aug_sampler(list(range(24)), 3, num_replicas=2, rank=rank, seed=7)
         expected.set_epoch(2)
-        expected = list(expected)
-        assert len(got) == 16 and got[:15] == expected and got[15] == expected[0]
+        assert len(shard) == 2 and got == list(expected)[:10]
 
 
-def test_one_process_order_is_timms():
+def test_one_process_order_is_timms_in_full_batches():
     order = RepeatAugBatchOrder(list(range(10)), num_repeats=3, num_replicas=1, batch_size=4, seed=0)
-    assert list(order) == list(repeat_aug_sampler(list(range(10)), 3, seed=0)) and len(order) == 30
+    assert list(order) == list(repeat_aug_sampler(list(range(10)), 3, seed=0))[:8] and len(order) == 8
+
+
+def test_an_epoch_without_a_full_batch_is_refused():
+    with pytest.raises(ValueError, match="lower the per-device batch size"):
+        RepeatAugBatchOrder(list(range(10)), num_repeats=3, num_replicas=2, batch_size=6)
 
 
 def test_the_check_above_depends_on_round_robin_batch_sharding():
     """Were accelerate to give each rank a contiguous block of batches instead, the ranks would not get timm's
     sequences: the sharding test above would fail."""
-    order = RepeatAugBatchOrder(list(range(10)), num_repeats=3, num_replicas=2, batch_size=4, seed=7)
+    order = RepeatAugBatchOrder(list(range(24)), num_repeats=3, num_replicas=2, batch_size=5, seed=7)
     indices = list(order)
-    expected = list(repeat_aug_sampler(list(range(10)), 3, num_replicas=2, rank=0, seed=7))
-    assert indices[: len(indices) // 2][:15] != expected
+    expected = list(repeat_aug_sampler(list(range(24)), 3, num_replicas=2, rank=0, seed=7))
+    assert indices[: len(indices) // 2] != expected[:10]

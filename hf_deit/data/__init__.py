@@ -9,10 +9,12 @@ repeated augmentation, rank/worker sharding, and Mixup/CutMix batching. See docs
 from .arguments import DataArguments, MixupArguments
 from .collate import DeiTCollator, build_mixup, mix_batch
 from .device_finish import DeviceFinish, build_device_finish
+from .epoch import EpochLoader, batches_per_epoch, samples_per_epoch, stream_size
 from .decode import BadImageCounter, BrokenImageError, TooManyBadImagesError, decode_image, to_rgb
 from .loading import (
     IMAGENET_PARQUET_ID,
     IMAGENET_WDS_ID,
+    count_local_examples,
     find_class_index_file,
     load_image_dataset,
     read_class_index,
@@ -22,11 +24,12 @@ from .pipeline import (
     PreparedData,
     RepeatAugBatchOrder,
     build_datasets,
+    draw_examples,
     drop_broken_images,
     prepare_dataset,
     repeat_aug_sampler,
-    samples_per_epoch,
     repeat_examples,
+    train_stream_size,
 )
 from .shards import shard_dataset
 from .transforms import (
@@ -51,8 +54,13 @@ __all__ = [
     "TooManyBadImagesError",
     "decode_image",
     "to_rgb",
+    "EpochLoader",
+    "batches_per_epoch",
+    "samples_per_epoch",
+    "stream_size",
     "IMAGENET_PARQUET_ID",
     "IMAGENET_WDS_ID",
+    "count_local_examples",
     "find_class_index_file",
     "load_image_dataset",
     "read_class_index",
@@ -60,11 +68,12 @@ __all__ = [
     "PreparedData",
     "RepeatAugBatchOrder",
     "build_datasets",
+    "draw_examples",
     "drop_broken_images",
     "prepare_dataset",
     "repeat_aug_sampler",
-    "samples_per_epoch",
     "repeat_examples",
+    "train_stream_size",
     "shard_dataset",
     "IMAGENET_MEAN",
     "IMAGENET_STD",

@@ -103,13 +103,28 @@ class DataArguments:
     repeated_aug: int = field(
         default=3,
         metadata={
-            "help": "Repeated augmentation factor (1 = off). Each image is used this many times per epoch with "
-            "independent augmentations (map-style: timm RepeatAugSampler; streaming: repeated before the shuffle "
-            "buffer). An epoch is therefore repeated_aug x the dataset."
+            "help": "Repeated augmentation factor (1 = off), with the paper's epoch: len(dataset) samples over all "
+            "processes (rounded as the paper's RASampler: floor(N // 256 * 256 / processes) per process), i.e. a "
+            "random 1/repeated_aug of the images each epoch, each used repeated_aug times with independent "
+            "augmentations (map-style: timm RepeatAugSampler, the copies on different processes in one step; "
+            "streaming: the copies in a row on one process). With 1, an epoch uses every image once."
+        },
+    )
+    train_dataset_size: int | None = field(
+        default=None,
+        metadata={
+            "help": "Streaming only: the number of training examples, which sets the epoch (see repeated_aug). "
+            "Default: the dataset's split metadata (Hub datasets), the footers of local parquet shards, or the "
+            "images or tar members of a local folder. A stream of unknown size needs --max_steps (a pass over it, "
+            "about len(dataset) samples, is then an epoch)."
         },
     )
     shuffle_buffer_size: int = field(
-        default=10_000, metadata={"help": "Streaming shuffle buffer (examples, held undecoded, per worker)."}
+        default=10_000,
+        metadata={
+            "help": "Streaming shuffle buffer (examples, held undecoded, per worker). With repeated augmentation, "
+            "each epoch draws every repeated_aug-th example it lets out: the draw is as random as the buffer."
+        },
     )
     validate_images: bool = field(
         default=True,
@@ -149,6 +164,8 @@ class DataArguments:
             raise ValueError(f"eval_crop_pct must be in (0, 1], got {self.eval_crop_pct}")
         if self.shuffle_buffer_size < 1:
             raise ValueError("shuffle_buffer_size must be >= 1")
+        if self.train_dataset_size is not None and self.train_dataset_size < 1:
+            raise ValueError(f"train_dataset_size must be >= 1 (or unset), got {self.train_dataset_size}")
 
 
 @dataclass

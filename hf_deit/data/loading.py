@@ -128,6 +128,33 @@ def _local_files(folder: Path) -> tuple[str, dict[str, list[str]]]:
     return builder, files
 
 
+def count_local_examples(folder: str | Path, split: str) -> int | None:
+    """The number of examples of a local dataset's split without reading any image: parquet footers, image files,
+    or webdataset samples (distinct member keys, read from the tar headers). None for a Hub id or an absent split."""
+    if not Path(folder).is_dir():
+        return None
+    builder, files = _local_files(Path(folder))
+    paths = files.get(SPLIT_ALIASES.get(split.lower(), split), [])
+    if not paths:
+        return None
+    if builder == "parquet":
+        import pyarrow.parquet as pq
+
+        return sum(pq.ParquetFile(path).metadata.num_rows for path in paths)
+    if builder == "webdataset":
+        import tarfile
+
+        keys = set()
+        for path in paths:
+            with tarfile.open(path) as tar:
+                # webdataset's key: the member path up to the first dot of its file name
+                for name in tar.getnames():
+                    directory, _, file_name = name.rpartition("/")
+                    keys.add((path, directory, file_name.split(".")[0]))
+        return len(keys)
+    return len(paths)
+
+
 def _load_raw(name_or_path: str, config_name: str | None, split: str | None, streaming: bool,
               cache_dir: str | None, local: tuple[str, dict[str, list[str]]] | None) -> AnyDatasetOrDict:
     """`load_dataset` on the right builder. Local folders are typed by their files (see `_local_files`) rather than

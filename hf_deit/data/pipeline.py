@@ -1,16 +1,21 @@
 """From `DataArguments` to datasets the Trainer can iterate: decode -> augment -> repeat -> shard.
 
+An epoch is the paper's (hf_deit.data.epoch): len(dataset) samples over all ranks, a random 1/m of the images each
+repeated m times (m = repeated_aug).
+
 Map-style (`streaming=False`): a `datasets.Dataset` with an on-the-fly transform (`with_transform`), so each
 access decodes and augments anew. Ranks are split by the sampler: `repeat_aug_sampler` (timm's RepeatAugSampler)
-for repeated augmentation, on one process too (the paper's code silently falls back to a RandomSampler there);
-`RepeatAugBatchOrder` lays those per-rank samplers out for a loader that accelerate shards (the Trainer's).
+for repeated augmentation, on one process too (the official main.py, started without a distributed launcher,
+falls back to a RandomSampler there); `RepeatAugBatchOrder` lays those per-rank samplers out for a loader that
+accelerate shards (the Trainer's), in full batches.
 
 Streaming: a `datasets.IterableDataset` built only from datasets' own operations, so `state_dict()` /
 `load_state_dict()` and `set_epoch()` keep working:
-    split_dataset_by_node (rank) -> repeat each example m times (RA) -> shuffle(buffer) -> decode + augment -> drop broken
-DataLoader workers then split the rank's shards between them (datasets does this by itself). Repeats are made
-undecoded and before the shuffle buffer, so the m copies get independent augmentations and land in different,
-nearby batches (the paper's sampler puts them on different GPUs in the same step instead).
+    split_dataset_by_node (rank) -> shuffle(buffer) -> keep every m-th (RA draw) -> repeat each kept example m
+    times -> decode + augment -> drop broken
+DataLoader workers then split the rank's shards between them (datasets does this by itself). The draw and the
+repeats are made undecoded, so the examples left out cost no decoding and the m copies get independent
+augmentations; the copies come in a row, so in one step (the paper's sampler puts them in one step on m GPUs).
 """
 
 from __future__ import annotations
@@ -27,7 +32,8 @@ from timm.data.distributed_sampler import RepeatAugSampler
 from .arguments import DataArguments
 from .crop_record import CropRecordingTransform, record_crops
 from .decode import BadImageCounter, BrokenImageError, decode_image, image_key, read_image_bytes
-from .loading import AnyDataset, load_image_dataset
+from .epoch import record_stream_size, stream_size
+from .loading import AnyDataset, count_local_examples, load_image_dataset
 from .row_key import CONTENT_KEY, ROW_KEY, content_hash, row_key
 from .seeding import SeededStreamTransform
 from .transforms import build_eval_transform, build_train_transform, draft_size
@@ -104,18 +110,30 @@ class _Repeat:
 
 
 def repeat_examples(dataset: IterableDataset, num_repeats: int) -> IterableDataset:
-    """Streaming repeated augmentation: each example `num_repeats` times. Apply before `shuffle` so that the buffer
-    spreads the copies apart, and before decoding so that each copy is augmented independently."""
+    """Streaming repeated augmentation: each example `num_repeats` times in a row. Apply before decoding, so that
+    each copy is augmented independently (and after `draw_examples`, for the paper's epoch)."""
     if num_repeats == 1:
         return dataset
     return dataset.map(_Repeat(num_repeats), batched=True, batch_size=1)
 
 
-def samples_per_epoch(dataset_size: int, world_size: int) -> int:
-    """Samples one process sees per epoch: the paper's RASampler count, floor(N // 256 * 256 / world_size)
-    (PLACEHOLDER until the epoch redefinition lands; small datasets fall back to floor(N / world_size))."""
-    rounded = dataset_size // 256 * 256 or dataset_size
-    return rounded // world_size
+class _EveryNth:
+    """Filter function (with_indices): keeps the examples at positions 0, n, 2n, ... of the stream it sees."""
+
+    def __init__(self, n: int) -> None:
+        self.n = n
+
+    def __call__(self, example: dict[str, Any], position: int) -> bool:
+        return position % self.n == 0
+
+
+def draw_examples(dataset: IterableDataset, num_repeats: int) -> IterableDataset:
+    """Keep one example in `num_repeats` (every n-th of what a shuffle buffer lets out, so a random 1/n that changes
+    with the epoch's shuffle): with `repeat_examples` after it, RASampler's epoch of a random 1/n of the images,
+    each n times. Undecoded, so the others cost a read and no decoding."""
+    if num_repeats == 1:
+        return dataset
+    return dataset.filter(_EveryNth(num_repeats), with_indices=True)
 
 
 class _SeededRepeatAugSampler(RepeatAugSampler):
@@ -137,22 +155,15 @@ def repeat_aug_sampler(
     rank: int = 0,
     shuffle: bool = True,
     seed: int = 0,
-    full_epoch: bool = True,
 ) -> RepeatAugSampler:
-    """timm's `RepeatAugSampler` for a map-style dataset, also on a single process.
+    """timm's `RepeatAugSampler` (the paper's RASampler) for a map-style dataset, also on a single process.
 
-    full_epoch=True (default): an epoch yields every index exactly `num_repeats` times over all ranks (each rank
-    len * num_repeats / num_replicas indices; a few wrap around when that does not divide), the same epoch as the
-    streaming path. full_epoch=False keeps timm's / the paper's epoch: len(dataset) indices over all ranks, i.e.
-    a random 1/num_repeats of the images, each num_repeats times, so an epoch costs what it would without RA.
+    Each epoch it yields `samples_per_epoch(len(dataset), num_replicas)` indices on each rank (hf_deit.data.epoch):
+    len(dataset) over all ranks, a random 1/num_repeats of the images, each num_repeats times, so an epoch costs
+    what it would without RA. `set_epoch(epoch)` reshuffles (the permutation is seeded by `seed` and the epoch).
     """
-    if full_epoch:
-        # timm selects ceil(len / selected_ratio) indices per rank; this ratio selects all len * m / R of them.
-        kwargs = dict(selected_round=0, selected_ratio=num_replicas / num_repeats)
-    else:
-        kwargs = {}
     return _SeededRepeatAugSampler(
-        dataset, num_replicas=num_replicas, rank=rank, shuffle=shuffle, num_repeats=num_repeats, seed=seed, **kwargs
+        dataset, num_replicas=num_replicas, rank=rank, shuffle=shuffle, num_repeats=num_repeats, seed=seed
     )
 
 
@@ -163,9 +174,9 @@ class RepeatAugBatchOrder(Sampler):
     The Trainer wraps its loader in accelerate's BatchSamplerShard, which (split_batches off) batches the sampler's
     order and hands global batch g to rank g % world. So the global order interleaves the per-rank sequences of
     `repeat_aug_sampler` in chunks of `batch_size`: [rank 0 batch 0, rank 1 batch 0, ..., rank 0 batch 1, ...],
-    and the m copies of an image land on different ranks in the same step, as in the paper's sampler. With several
-    ranks, a last partial batch is completed from the start of the rank's own sequence (as accelerate's even_batches
-    does), so that the chunks stay aligned with the ranks; on one process the order is RepeatAugSampler's.
+    and the m copies of an image land on different ranks in the same step, as in the paper's sampler. Each rank's
+    last partial batch is dropped, as the paper's DataLoader does (drop_last=True): an epoch is
+    `samples_per_epoch(len(dataset), world) // batch_size` steps on every rank, whatever `dataloader_drop_last` says.
     """
 
     def __init__(self, dataset: Any, num_repeats: int, num_replicas: int, batch_size: int, seed: int = 0) -> None:
@@ -175,6 +186,11 @@ class RepeatAugBatchOrder(Sampler):
         ]
         self.batch_size = batch_size
         self.num_replicas = num_replicas
+        if self._per_rank_length() == 0:
+            raise ValueError(
+                f"An epoch gives each of the {num_replicas} process(es) {len(self.samplers[0])} of the {len(dataset)} "
+                f"images (samples_per_epoch), fewer than one batch of {batch_size}: lower the per-device batch size."
+            )
 
     @property
     def num_repeats(self) -> int:
@@ -185,17 +201,11 @@ class RepeatAugBatchOrder(Sampler):
             sampler.set_epoch(epoch)
 
     def _per_rank_length(self) -> int:
-        length = len(self.samplers[0])
-        if self.num_replicas == 1 or length % self.batch_size == 0:
-            return length
-        return length + self.batch_size - length % self.batch_size
+        return len(self.samplers[0]) // self.batch_size * self.batch_size
 
     def __iter__(self) -> Iterator[int]:
         length = self._per_rank_length()
-        per_rank = []
-        for sampler in self.samplers:
-            indices = list(sampler)
-            per_rank.append((indices * (length // len(indices) + 1))[:length])
+        per_rank = [list(sampler)[:length] for sampler in self.samplers]
         for start in range(0, length, self.batch_size):
             for indices in per_rank:
                 yield from indices[start : start + self.batch_size]
@@ -245,8 +255,14 @@ def prepare_dataset(
     rank: int = 0,
     world_size: int = 1,
     seed: int = 0,
+    dataset_size: int | None = None,
 ) -> AnyDataset:
     """Attach decoding and augmentation; for streams also rank sharding, repeated augmentation and shuffling.
+
+    A training stream draws a random 1/repeated_aug of what it reads and repeats each drawn example repeated_aug
+    times (`draw_examples`, `repeat_examples`): one pass over it is about len(dataset) samples, the paper's epoch.
+    `dataset_size` (its number of examples over all ranks) is recorded on it (hf_deit.data.stream_size), so that
+    `hf_deit.data.EpochLoader` can cut epochs of exactly the paper's length out of its loader.
 
     Output examples: {"pixel_values": FloatTensor[3,H,W], "labels": int, other columns...}; training examples also
     carry "crop_box" and "crop_flip" (hf_deit.data.crop_record), "example_key" and "example_content"
@@ -262,16 +278,19 @@ def prepare_dataset(
         return dataset.with_transform(decode.batch)
     if world_size > 1:
         dataset = split_dataset_by_node(dataset, rank=rank, world_size=world_size)
-    if train:
-        dataset = repeat_examples(dataset, data_args.repeated_aug)
-        dataset = dataset.shuffle(seed=seed, buffer_size=data_args.shuffle_buffer_size)
-    if train:
-        # Each example is augmented under its own seed (position in the pass): a resumed run, which replays the
-        # pass up to its checkpoint, augments it again identically (see seeding.py).
-        dataset = dataset.map(SeededStreamTransform(decode, seed), with_indices=True, remove_columns=["image", "label"])
-    else:
-        dataset = dataset.map(decode, remove_columns=["image", "label"])
-    return dataset.filter(_is_decoded)
+    if not train:
+        return dataset.map(decode, remove_columns=["image", "label"]).filter(_is_decoded)
+    # The paper's epoch (hf_deit.data.epoch): a random 1/m of the examples, each m times in a row (one step, as the
+    # paper's sampler puts the copies in one step, on m ranks).
+    dataset = dataset.shuffle(seed=seed, buffer_size=data_args.shuffle_buffer_size)
+    dataset = repeat_examples(draw_examples(dataset, data_args.repeated_aug), data_args.repeated_aug)
+    # Each example is augmented under its own seed (position in the epoch's stream): a resumed run, which replays
+    # the epoch up to its checkpoint, augments it again identically (see seeding.py).
+    dataset = dataset.map(SeededStreamTransform(decode, seed), with_indices=True, remove_columns=["image", "label"])
+    dataset = dataset.filter(_is_decoded)
+    if dataset_size is not None:
+        record_stream_size(dataset, dataset_size)
+    return dataset
 
 
 @dataclass
@@ -305,6 +324,26 @@ def _load_split(data_args: DataArguments, split: str, max_samples: int | None) -
     return dataset
 
 
+def train_stream_size(data_args: DataArguments, stream: IterableDataset) -> int | None:
+    """How many examples a training stream holds, which sets its epoch: `--train_dataset_size`, else the split's
+    size in the Hub metadata, else what the local files say (`count_local_examples`); `max_train_samples` caps it.
+    None when nothing says (logged: the stream then has no epochs of the paper's length)."""
+    size = (
+        data_args.train_dataset_size
+        or stream_size(stream)
+        or count_local_examples(data_args.dataset_name, data_args.train_split)
+    )
+    if data_args.max_train_samples is not None:
+        size = min(size, data_args.max_train_samples) if size else data_args.max_train_samples
+    if size is None:
+        logger.warning(
+            "The size of the training stream %s is unknown: it has no epoch of the paper's length, a pass over it "
+            "(about len(dataset) samples) counts as one, and the Trainer needs --max_steps. Pass "
+            "--train_dataset_size N to train by epochs.", data_args.dataset_name,
+        )
+    return size
+
+
 def build_datasets(
     data_args: DataArguments,
     *,
@@ -319,11 +358,13 @@ def build_datasets(
 
     Streaming train data is sharded for `rank` of `world_size` (leave them at 0 / 1 under the Trainer: with
     `dispatch_batches` off, accelerate itself gives each process whole shards, and splitting here as well would
-    leave each rank 1/world_size^2 of the data; pass them for a hand-written loop), repeated `repeated_aug` times and
-    shuffled (call `set_epoch` each epoch to reshuffle). Map-style train data needs `repeat_aug_sampler(...)`
-    for RA and rank sharding. The Trainer must run with `remove_unused_columns=False` (the transform needs the
-    `image` column that the Trainer would otherwise drop) and `accelerator_config={"dispatch_batches": False}`
-    for streams (each rank reads its own shards).
+    leave each rank 1/world_size^2 of the data; pass them for a hand-written loop), shuffled, drawn and repeated for
+    the paper's epoch (`prepare_dataset`; call `set_epoch` each epoch to reshuffle); when its size is known
+    (`train_stream_size`), `hf_deit.data.EpochLoader` cuts epochs of exactly
+    `batches_per_epoch(size, world_size, batch_size, repeated_aug)` batches out of its loader (DistillationTrainer
+    does). Map-style train data needs `repeat_aug_sampler(...)` for RA and rank sharding. The Trainer must run with
+    `remove_unused_columns=False` (the transform needs the `image` column that the Trainer would otherwise drop) and
+    `accelerator_config={"dispatch_batches": False}` for streams (each rank reads its own shards).
     `check_labels(label_names)` runs once the label set is known and before the image scan (minutes on ImageNet), so
     that a label set the model or teacher cannot take stops the run early.
     """
@@ -345,8 +386,10 @@ def build_datasets(
             name=f"{data_args.dataset_name} [{name}]",
         )
         prepared.bad_images[name] = counter
+        size = train_stream_size(data_args, dataset) if is_train and isinstance(dataset, IterableDataset) else None
         dataset = prepare_dataset(
-            dataset, data_args, train=is_train, counter=counter, rank=rank, world_size=world_size, seed=seed
+            dataset, data_args, train=is_train, counter=counter, rank=rank, world_size=world_size, seed=seed,
+            dataset_size=size,
         )
         if is_train:
             prepared.train_dataset = dataset

@@ -11,8 +11,9 @@ What it adds to the Trainer, each in one method below:
     parts are logged (`log`).
   * the teacher (`self.teacher`) is held outside the model: never DDP-wrapped, saved or optimised.
   * optimizer groups: no weight decay on norms, biases, position embeddings and tokens; warmup in epochs.
-  * repeated augmentation (timm RepeatAugSampler) for map-style data, in a global order that accelerate's own
-    batch sharding hands out rank by rank (hf_deit.data.RepeatAugBatchOrder).
+  * the paper's epoch (hf_deit.data.epoch): repeated augmentation (timm RepeatAugSampler) for map-style data, in a
+    global order that accelerate's own batch sharding hands out rank by rank (hf_deit.data.RepeatAugBatchOrder); a
+    stream of known size cut into epochs of the same length (hf_deit.data.EpochLoader).
   * per-head top-1/top-5 evaluation, optional EMA weights (timm ModelEmaV3) evaluated alongside.
   * exact resume for streaming data past the first pass (the Trainer alone restarts the stream), EMA weights and
     finite-weight checks around checkpoints (callbacks), checkpoint keys checked before loading (train).
@@ -28,6 +29,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import os
 from typing import Any, Callable
 
@@ -42,6 +44,7 @@ from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, IntervalStrategy, 
 from ..data.arguments import DataArguments
 from ..data.collate import DeiTCollator, build_mixup, mix_batch
 from ..data.device_finish import build_device_finish
+from ..data.epoch import EpochLoader, batches_per_epoch, stream_size
 from ..models.configuration_deit import DeiTConfig
 from ..models.image_processing import image_processor_for
 from ..models.modeling_deit import DeiTForImageClassification
@@ -130,6 +133,42 @@ def _checked_arguments(model: nn.Module | None, args: TrainingArguments | None, 
     return args
 
 
+def _stream_epoch_batches(dataset: Any, args: TrainingArguments, data_args: DataArguments | None) -> int | None:
+    """Batches per process in an epoch of a training stream of known size (hf_deit.data.stream_size): the paper's
+    epoch (hf_deit.data.batches_per_epoch). None for map-style data and for streams of unknown size."""
+    if not isinstance(dataset, torch.utils.data.IterableDataset) or stream_size(dataset) is None:
+        return None
+    size, repeats = stream_size(dataset), data_args.repeated_aug if data_args is not None else 1
+    batches = batches_per_epoch(size, args.world_size, args.train_batch_size, repeats)
+    if batches < 1:
+        raise ValueError(
+            f"An epoch of the {size}-example training stream gives each of the {args.world_size} process(es) fewer "
+            f"samples than one batch of {args.train_batch_size}: lower the per-device batch size."
+        )
+    return batches
+
+
+def _stream_max_steps(dataset: Any, args: TrainingArguments, data_args: DataArguments | None) -> None:
+    """--num_train_epochs on a stream of known size: resolved into --max_steps here, with the Trainer's own formula,
+    because transformers refuses a train_dataset without __len__ and no max_steps before it sees the loader."""
+    if not isinstance(dataset, torch.utils.data.IterableDataset) or args.max_steps > 0:
+        return
+    batches = _stream_epoch_batches(dataset, args, data_args)
+    if batches is None:
+        raise ValueError(
+            "The training stream's size is unknown, so it has no epoch to count --num_train_epochs in: pass "
+            "--train_dataset_size N (its number of examples; an epoch is then the paper's, docs/data.md) or --max_steps."
+        )
+    accumulation = args.gradient_accumulation_steps
+    steps_per_epoch = max(batches // accumulation + int(batches % accumulation > 0), 1)
+    args.max_steps = math.ceil(args.num_train_epochs * steps_per_epoch)
+    logger.info(
+        "Training stream of %d examples: %d steps per epoch on each of %d process(es); --num_train_epochs %s is "
+        "--max_steps %d.",
+        stream_size(dataset), steps_per_epoch, args.world_size, args.num_train_epochs, args.max_steps,
+    )
+
+
 def _check_preprocessing(config: Any, data_args: DataArguments) -> None:
     """The image processor saved with the model is built from its config; warn when that config would preprocess
     otherwise than the evaluation transform of `data_args` (which owns it; `build_student` copies it over)."""
@@ -171,6 +210,7 @@ class DistillationTrainer(Trainer):
         **kwargs: Any,
     ) -> None:
         args = _checked_arguments(model, args, kwargs.get("eval_dataset"))
+        _stream_max_steps(kwargs.get("train_dataset"), args, data_args)
         if data_args is not None:
             data_collator = data_collator or DeiTCollator()
             _check_preprocessing(model.config, data_args)
@@ -400,6 +440,22 @@ class DistillationTrainer(Trainer):
         )
 
     # --- data -------------------------------------------------------------------------------------------------
+    def get_train_dataloader(self):
+        return self._stream_epochs(super().get_train_dataloader())
+
+    def _stream_epochs(self, dataloader):
+        """A training stream of known size is cut into epochs of the paper's length (`_stream_epoch_batches`,
+        hf_deit.data.EpochLoader), which gives the Trainer a length: it then counts epochs, warmup and the resume
+        position itself. A stream of unknown size keeps the Trainer's handling (passes, --max_steps)."""
+        batches = _stream_epoch_batches(self.train_dataset, self.args, self.data_args)
+        return dataloader if batches is None else EpochLoader(dataloader, batches)
+
+    def get_resumed_dataloader(self, dataloader, num_batches):
+        # An epoch of a stream resumes by reading and dropping its first batches, as accelerate's skip_first_batches.
+        if isinstance(dataloader, EpochLoader):
+            return dataloader.skipping(num_batches)
+        return super().get_resumed_dataloader(dataloader, num_batches)
+
     def _get_dataloader(self, dataset, description, batch_size, sampler_fn=None, is_training=False, dataloader_key=None):
         # Private override (transformers' `Trainer._get_dataloader(dataset, description, batch_size, sampler_fn,
         # is_training, dataloader_key)`, which builds every loader and passes it to accelerator.prepare): it
@@ -453,13 +509,16 @@ class DistillationTrainer(Trainer):
     # --- checkpoints and exact resume -------------------------------------------------------------------------
     def _init_training_state(self, max_steps, num_update_steps_per_epoch, num_train_epochs, resume_from_checkpoint, trial):
         # Private override (transformers' `Trainer._init_training_state`, which returns (epochs_trained,
-        # steps_trained_in_current_epoch) computed from global_step and the epoch length): a stream has no length,
-        # so the Trainer counts every step as epoch 0 and would replay the whole run from a fresh first pass. Our
-        # checkpoint says which pass it was in and how far: resume there. No public hook sets where training starts.
+        # steps_trained_in_current_epoch) computed from global_step and the epoch length): a stream of unknown size
+        # has no length, so the Trainer counts every step as epoch 0 and would replay the whole run from a fresh
+        # first pass. Our checkpoint says which pass it was in and how far: resume there. No public hook sets where
+        # training starts.
         epochs, batches = super()._init_training_state(
             max_steps, num_update_steps_per_epoch, num_train_epochs, resume_from_checkpoint, trial
         )
-        if resume_from_checkpoint is not None and not has_length(self.train_dataset) and not self.args.ignore_data_skip:
+        # A stream cut into epochs (_stream_epochs) has a length: the Trainer's own count is right for it.
+        uncounted = self._steps_per_epoch is None
+        if resume_from_checkpoint is not None and uncounted and not self.args.ignore_data_skip:
             position = read_stream_state(resume_from_checkpoint)  # checked: a garbage file is named
             if position is not None:
                 epochs, batches = position
