@@ -13,7 +13,7 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
-from ..data import samples_per_epoch
+from ..data import batches_per_epoch, samples_per_epoch
 from .recipe import Environment
 
 
@@ -32,11 +32,9 @@ def plan_run(values: dict[str, Any], dataset_size: int, env: Environment) -> Run
     """The run's length in samples, optimizer steps, teacher forwards and checkpoints (see the module docstring)."""
     world, per_device = env.world_size, values["per_device_train_batch_size"]
     accumulation = values["gradient_accumulation_steps"]
-    if values["repeated_aug"] > 1:
-        per_process = samples_per_epoch(dataset_size, world)
-    else:  # the Trainer's sampler, sharded by accelerate: every image once per epoch
-        per_process = math.ceil(dataset_size / world)
-    batches = per_process // per_device  # the last partial batch is dropped, as the paper's loader does
+    repeats = values["repeated_aug"]
+    per_process = samples_per_epoch(dataset_size, world) if repeats > 1 else math.ceil(dataset_size / world)
+    batches = batches_per_epoch(dataset_size, world, per_device, repeats)  # the last partial batch is dropped
     steps_per_epoch = max(batches // accumulation + int(batches % accumulation > 0), 1)  # transformers' count
     if values.get("max_steps", -1) > 0:
         total = values["max_steps"]
