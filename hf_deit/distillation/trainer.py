@@ -250,8 +250,7 @@ class DistillationTrainer(Trainer):
             self.model_ema = ModelEmaV3(self.model, decay=args.model_ema_decay)
             self.add_callback(_EmaCallback(self))
         self.add_callback(_CheckpointCallback(self))
-        self._loss_sums: dict[str, torch.Tensor] = {}
-        self._loss_batches = 0
+        self._loss_sums, self._loss_batches = {}, 0  # loss parts summed on the device until the next log
         self._epoch = 0  # the Trainer's epoch (= pass over a stream) and batches consumed in it, for resume
         self._batches_in_epoch = 0
         self._first_epoch: tuple[int, int] | None = None  # (epoch, batches) the next train() starts at
