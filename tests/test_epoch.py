@@ -93,7 +93,9 @@ def test_imagenet_300_epochs_are_375300_steps_through_the_trainers_count(tmp_pat
     (set_initial_training_values) over the map-style loader's length (accelerate's shard of RepeatAugBatchOrder)
     and over a stream's (EpochLoader), and the --max_steps DistillationTrainer resolves for a stream, are all the
     paper's 375,300."""
-    trainer = _tiny_trainer(tmp_path, num_train_epochs=300)
+    # per process 128, no accumulation: what the recipe resolves for 8 processes (hf-deit recipe --world_size 8)
+    trainer = _tiny_trainer(tmp_path, num_train_epochs=300, per_device_train_batch_size=128,
+                            gradient_accumulation_steps=1)
     order = RepeatAugBatchOrder(range(IMAGENET_TRAIN_SIZE), num_repeats=3, num_replicas=8, batch_size=128)
     for rank in (0, 7):
         shard = BatchSamplerShard(BatchSampler(order, 128, drop_last=False), num_processes=8, process_index=rank)

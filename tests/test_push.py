@@ -82,7 +82,7 @@ def test_push_uploads_the_folder_in_one_commit(model_folder, hub, tmp_path, caps
     ours, theirs = load_file(model_folder / "model.safetensors"), load_file(uploaded / "model.safetensors")
     assert ours.keys() == theirs.keys() and all(torch.equal(ours[k], theirs[k]) for k in ours)
     processor = json.loads((uploaded / "preprocessor_config.json").read_text())
-    assert processor["size"] == {"shortest_edge": int(32 / 0.75)}
+    assert processor["size"] == {"shortest_edge": 32} and processor["crop_pct"] == 0.75  # resize to 32 / 0.75
     card_text = (model_folder / "README.md").read_text().split("---")[2]  # the text after the metadata
     assert (uploaded / "README.md").read_text().split("---")[2] == card_text
     assert (uploaded / ANALYSIS[1]).read_text() == f"{ANALYSIS[1]} of this run"

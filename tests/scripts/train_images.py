@@ -76,7 +76,6 @@ def main() -> None:
         num_train_epochs=cli.epochs or 300,
         save_strategy="no" if cli.epochs else "steps",
         save_steps=cli.save_steps,
-        save_strategy="steps",
         save_total_limit=0,  # keep every checkpoint: the test lists them
         logging_steps=1,
         warmup_epochs=1,
