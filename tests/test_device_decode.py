@@ -39,7 +39,7 @@ def test_jpegs_travel_encoded_and_decode_to_hf_deits_pixels(imagenet_photos):
     files["gray.jpg"] = odd_valid_images(imagenet_photos[0][0])["gray.jpg"]
     examples = [encode(name, data) for name, data in files.items()]
     assert all(isinstance(e[ENCODED_IMAGE].data, bytes) for e in examples)
-    decoded = decode_batch(EncodedBatch([e[ENCODED_IMAGE] for e in examples]), torch.device("cpu"))
+    decoded = decode_batch(EncodedBatch.from_images([e[ENCODED_IMAGE] for e in examples]), torch.device("cpu"))
     for data, pixels in zip(files.values(), decoded):
         assert torch.equal(pixels, pil_to_tensor(decode_image(data)))
 
@@ -52,7 +52,7 @@ def test_other_images_are_decoded_by_the_worker_as_on_the_default_path(imagenet_
     for name, data in files.items():
         image = encode(name, data)[ENCODED_IMAGE]
         assert isinstance(image.data, torch.Tensor), name
-        assert torch.equal(decode_batch(EncodedBatch([image]), torch.device("cpu"))[0], pil_to_tensor(decode_image(data)))
+        assert torch.equal(decode_batch(EncodedBatch.from_images([image]), torch.device("cpu"))[0], pil_to_tensor(decode_image(data)))
     assert image.data.shape[1:] == (96, 72)  # rotated upright
 
 
@@ -164,6 +164,6 @@ def test_arguments_refuse_what_the_device_path_does_not_implement():
 
 
 def test_an_encoded_batch_without_device_augment_data_arguments_is_refused():
-    batch = {ENCODED_IMAGES: EncodedBatch([]), "labels": torch.zeros(0, dtype=torch.long)}
+    batch = {ENCODED_IMAGES: EncodedBatch.from_images([]), "labels": torch.zeros(0, dtype=torch.long)}
     with pytest.raises(ValueError, match="data_args"):
         build_device_augment(None)(batch)

@@ -83,7 +83,7 @@ class DeiTCollator:
             )
         labels = torch.tensor([int(example["labels"]) for example in kept], dtype=torch.long)
         if image_key == ENCODED_IMAGE:  # --device_augment: decoded and augmented in the training step
-            encoded = EncodedBatch([example[ENCODED_IMAGE] for example in kept])
+            encoded = EncodedBatch.from_images([example[ENCODED_IMAGE] for example in kept])
             return {ENCODED_IMAGES: encoded, "labels": labels, **_passthrough(kept)}
         # default_collate stacks straight into shared memory inside a DataLoader worker, so the batch (20 MB of
         # float32 at 32 x 224 px) reaches the main process without a second copy; plain torch.stack does not.

@@ -213,7 +213,7 @@ class DeviceAugment:
         device = inputs["labels"].device
         decoded = decode_batch(encoded, device)
         kept = [index for index, image in enumerate(decoded) if image is not None]
-        pixel_values, draws = self.augment([decoded[i] for i in kept], [encoded.images[i].seed for i in kept])
+        pixel_values, draws = self.augment([decoded[i] for i in kept], [encoded.seeds[i] for i in kept])
         out = {key: value for key, value in inputs.items() if key != ENCODED_IMAGES}
         if len(kept) < len(decoded):
             rows = to_device(kept, torch.long, device)

@@ -8,7 +8,8 @@ anything else (PNG, CMYK JPEG, an EXIF-rotated photo, ...) is decoded right ther
 is counted and skipped, as on the default path. The image's augmentation seed is drawn from the RNGs that
 `seeding.py` seeds for this image (run seed, rank, epoch, position), so a resumed run draws the same seed.
 
-Step, per batch (`decode_batch`): `torchvision.io.decode_jpeg` on the list of JPEGs, with `device=` the training
+Collator (`EncodedBatch.from_images`): the batch's JPEG files back to back in one uint8 tensor, the decoded images,
+the seeds. Step, per batch (`decode_batch`): `torchvision.io.decode_jpeg` on the list of JPEGs, with `device=` the training
 device (CUDA: one batched nvjpeg call; CPU: libjpeg-turbo, the pixels Pillow gives, tested); decoded images are moved
 to the device. A JPEG that fails to decode there (a truncated file) is retried with hf_deit's decoder, and dropped
 (with a warning) only when that fails too.
@@ -46,14 +47,39 @@ class EncodedImage:
 
 @dataclass
 class EncodedBatch:
-    """A batch's images, kept as they are by the Trainer: it moves the tensors it finds in a batch (in dicts and
-    lists too) to the device, and objects with a `.to`; this has none. So JPEG bytes stay on the host, where nvjpeg
-    reads them, and the seeds stay Python ints (reading them back from a GPU would be a host sync)."""
+    """A batch's images as the collator packs them (`from_images`), kept as they are by the Trainer.
 
-    images: list[EncodedImage]
+    The JPEG files sit back to back in one uint8 tensor: out of a worker it travels through shared memory like any
+    batch (Python bytes would be pickled through the worker's pipe, and a worker whose pipe is full cannot exit when
+    the training process dies). The Trainer moves the tensors it finds in a batch (in dicts and lists too) and
+    objects with a `.to` to the device; this has none, so the files stay on the host, where nvjpeg reads them, and
+    the seeds stay Python ints (reading them back from a GPU would be a host sync). `pin_memory` (DataLoader's
+    pin_memory=True) pins them for the device's copy.
+    """
+
+    jpeg_bytes: torch.Tensor  # uint8 [total bytes]
+    spans: list[tuple[int, int] | None]  # image i's JPEG file: jpeg_bytes[start:end]; None for a decoded image
+    decoded: list[torch.Tensor | None]  # image i decoded by the worker (uint8 [3, H, W]); None for a JPEG
+    seeds: list[int]
+
+    @classmethod
+    def from_images(cls, images: list[EncodedImage]) -> EncodedBatch:
+        spans, start = [], 0
+        for image in images:
+            size = len(image.data) if isinstance(image.data, bytes) else None
+            spans.append((start, start + size) if size is not None else None)
+            start += size or 0
+        files = bytearray().join(image.data for image in images if isinstance(image.data, bytes))
+        jpeg_bytes = torch.frombuffer(files, dtype=torch.uint8) if files else torch.empty(0, dtype=torch.uint8)
+        decoded = [None if isinstance(image.data, bytes) else image.data for image in images]
+        return cls(jpeg_bytes, spans, decoded, [image.seed for image in images])
+
+    def pin_memory(self) -> EncodedBatch:
+        pinned = [None if d is None else d.pin_memory() for d in self.decoded]
+        return EncodedBatch(self.jpeg_bytes.pin_memory(), self.spans, pinned, self.seeds)
 
     def __len__(self) -> int:
-        return len(self.images)
+        return len(self.seeds)
 
 
 def decodes_on_device(image: Any) -> bool:
@@ -96,19 +122,18 @@ class EncodeForDevice:
 
 
 def _to_device(pixels: torch.Tensor, device: torch.device) -> torch.Tensor:
-    if device.type == "cuda":
-        return pixels.pin_memory().to(device, non_blocking=True)
-    return pixels.to(device)
+    # non_blocking: from pinned memory (pin_memory above) the copy does not wait for the queued kernels
+    return pixels.to(device, non_blocking=pixels.is_pinned())
 
 
-def _decode_one(data: bytes, device: torch.device) -> torch.Tensor | None:
+def _decode_one(data: torch.Tensor, device: torch.device) -> torch.Tensor | None:
     """One JPEG that failed in the batched call: the device decoder alone, else hf_deit's, else None (broken)."""
     try:
-        return decode_jpeg(torch.frombuffer(bytearray(data), dtype=torch.uint8), mode=ImageReadMode.RGB, device=device)
+        return decode_jpeg(data, mode=ImageReadMode.RGB, device=device)
     except RuntimeError:
         pass
     try:
-        return _to_device(pil_to_tensor(decode_image(data)), device)
+        return _to_device(pil_to_tensor(decode_image(data.numpy().tobytes())), device)
     except BrokenImageError as error:
         logger.warning("--device_augment: dropped an image that does not decode (%s)", error)
         return None
@@ -116,19 +141,14 @@ def _decode_one(data: bytes, device: torch.device) -> torch.Tensor | None:
 
 def decode_batch(batch: EncodedBatch, device: torch.device) -> list[torch.Tensor | None]:
     """Every image of the batch as uint8 [3, H, W] on `device` (None for one that does not decode)."""
-    images: list[torch.Tensor | None] = [None] * len(batch)
-    jpegs = []
-    for index, image in enumerate(batch.images):
-        if isinstance(image.data, bytes):
-            jpegs.append(index)
-        else:  # decoded by the worker
-            images[index] = _to_device(image.data, device)
-    if jpegs:
-        encoded = [torch.frombuffer(bytearray(batch.images[index].data), dtype=torch.uint8) for index in jpegs]
+    images = [None if pixels is None else _to_device(pixels, device) for pixels in batch.decoded]
+    jpegs = [index for index, span in enumerate(batch.spans) if span is not None]
+    files = [batch.jpeg_bytes[slice(*batch.spans[index])] for index in jpegs]
+    if files:
         try:
-            decoded = decode_jpeg(encoded, mode=ImageReadMode.RGB, device=device)
+            decoded = decode_jpeg(files, mode=ImageReadMode.RGB, device=device)
         except RuntimeError:  # one bad file fails the whole call: find it
-            decoded = [_decode_one(batch.images[index].data, device) for index in jpegs]
+            decoded = [_decode_one(data, device) for data in files]
         for index, pixels in zip(jpegs, decoded):
             images[index] = pixels
     return images

@@ -1,11 +1,12 @@
 """A tiny DistillationTrainer run on real image files with the full default recipe (tests/test_resume_images.py).
 
-    python tests/scripts/train_images.py DATA OUT_DIR [--workers N] [--kill-at-step N] [--resume]
+    python tests/scripts/train_images.py DATA OUT_DIR [--workers N] [--kill-at-step N] [--resume] [--device-augment]
 
 DATA is an image folder (map-style) or a folder of `hf-deit shard` parquet shards (streamed). The data pipeline is
 `build_datasets` with DataArguments' defaults (RandomResizedCrop, flip, RandAugment, random erasing, Mixup/CutMix,
 label smoothing, repeated augmentation x3) at 48 px; student: DeiT depth 1, width 32, drop path 0.1; teacher: the
-small conv net of train_tiny.py. Writes OUT_DIR/weights.safetensors.
+small conv net of train_tiny.py. Writes OUT_DIR/weights.safetensors. --device-augment: the same recipe decoded and
+augmented in the training step (DataArguments.device_augment).
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ def main() -> None:
     parser.add_argument("--save-steps", type=int, default=3)
     parser.add_argument("--kill-at-step", type=int, default=None)
     parser.add_argument("--resume", action="store_true")
+    parser.add_argument("--device-augment", action="store_true")
     cli = parser.parse_args()
 
     torch.set_num_threads(1)
@@ -41,7 +43,8 @@ def main() -> None:
     from hf_deit.data import DataArguments, build_datasets
     from hf_deit.distillation.trainer import prepare_student
 
-    data_args = DataArguments(dataset_name=cli.data, streaming=cli.stream, image_size=48, shuffle_buffer_size=16)
+    data_args = DataArguments(dataset_name=cli.data, streaming=cli.stream, image_size=48, shuffle_buffer_size=16,
+                              device_augment=cli.device_augment)
     train_dataset, _, labels = build_datasets(data_args, seed=42, do_eval=False)
     assert len(labels) == NUM_LABELS, labels
     args = DeiTTrainingArguments(
