@@ -285,7 +285,7 @@ def apply_rand_augment(images: torch.Tensor, draws: list[list[OpDraw]], config: 
                 args.append(draw.arg)
         for name, (indices, args) in groups.items():
             rows = to_device(indices, torch.long, images.device)
-            images = images.index_copy(0, rows, OPS[name](images.index_select(0, rows), args, config))
+            images.index_copy_(0, rows, OPS[name](images.index_select(0, rows), args, config))
     return images
 
 
