@@ -34,7 +34,7 @@ from timm.data.auto_augment import rand_augment_transform
 LEVEL_DENOM = 10.0  # timm's _LEVEL_DENOM: magnitude 10 is an op's strongest setting
 SIGNED_OPS = ("Rotate", "ShearX", "ShearY", "TranslateX", "TranslateY", "TranslateXRel", "TranslateYRel")
 ENHANCE_OPS = ("Color", "Contrast", "Brightness", "Sharpness")
-GEOMETRIC_OPS = SIGNED_OPS
+GEOMETRIC_OPS = SIGNED_OPS  # every signed op moves pixels: rotate, shear, translate
 
 
 @dataclass(frozen=True)
