@@ -1,4 +1,5 @@
-"""Does the data loader or the training step limit training? Loader images/s (float vs uint8 batches) vs step images/s.
+"""Does the data loader or the training step limit training? Loader images/s (float, uint8 or device-augmented
+batches) vs step images/s.
 
     python benchmarks/bench_loader.py --workers 2                          # ../shared/data/imagenet-sample, CPU
     python benchmarks/bench_loader.py --synthetic 512 --workers 4 8 15 --step-images-per-s 1800   # a GPU machine
@@ -7,7 +8,9 @@
 The loader is hf_deit's map-style pipeline (`build_datasets` on an ImageNet-layout folder: decode + the DeiT
 training transform in DataLoader workers, `DeiTCollator`) with its default float batches and with
 `--uint8_batches` (workers stop before normalisation and erasing; `DeviceFinish` does them in the step, timed
-here too). On CUDA each batch is copied to the device from pinned memory, as the Trainer's DataLoader does.
+here too), and with `--device_augment` (workers only read the files; `DeviceAugment` decodes (nvjpeg on CUDA) and
+augments each batch on the device, timed as the finish). On CUDA each batch is copied to the device from pinned
+memory, as the Trainer's DataLoader does.
 Rate: images/s after the first batch (steady state). With --step-images-per-s (from bench_distill.py, same batch
 size), each loader rate is compared with the step's: the slower one limits, and the workers needed for the step's
 rate are estimated from the per-worker rate. Without a folder (--synthetic N), N photo-like 500x375 JPEGs are
@@ -59,14 +62,15 @@ def loader_rate(dataset, workers: int, batch_size: int, device: torch.device, fi
                                          collate_fn=DeiTCollator(), pin_memory=device.type == "cuda")
     count, first, finish_seconds = 0, None, 0.0
     for batch in loader:
-        pixels = batch["pixel_values"].to(device, non_blocking=True)
+        encoded = "pixel_values" not in batch  # --device_augment: decoded and augmented by `finish`
+        pixels = batch["labels" if encoded else "pixel_values"].to(device, non_blocking=True)
         if first is None:
             first, first_size = time.perf_counter(), len(pixels)
             continue
         count += len(pixels)
-        if pixels.dtype == torch.uint8:
+        if pixels.dtype == torch.uint8 or encoded:
             start = time.perf_counter()
-            finish(pixels)
+            finish(pixels) if not encoded else finish({**batch, "labels": pixels})
             if device.type == "cuda":
                 torch.cuda.synchronize(device)
             finish_seconds += time.perf_counter() - start
@@ -79,21 +83,22 @@ def loader_rate(dataset, workers: int, batch_size: int, device: torch.device, fi
 def measure(args, folder: Path, device: torch.device) -> list[dict]:
     import datasets
 
-    from hf_deit.data import DataArguments, build_datasets, build_device_finish
+    from hf_deit.data import DataArguments, build_datasets, build_device_augment, build_device_finish
 
     datasets.disable_progress_bars()
     rows = []
-    for uint8 in (False, True):
+    for kind in ("float32", "uint8", "device"):
         data_args = DataArguments(dataset_name=str(folder), train_split="validation", image_size=args.image_size,
-                                  repeated_aug=1, uint8_batches=uint8, data_cache_dir=args.cache_dir)
+                                  repeated_aug=1, uint8_batches=kind == "uint8", device_augment=kind == "device",
+                                  data_cache_dir=args.cache_dir)
         dataset = build_datasets(data_args, do_eval=False).train_dataset
-        finish = build_device_finish(data_args)
+        finish = build_device_augment(data_args) if kind == "device" else build_device_finish(data_args)
         for workers in args.workers:
             runs = [loader_rate(dataset, workers, args.batch_size, device, finish) for _ in range(args.repeats)]
             rate = statistics.median(r[0] for r in runs)
-            rows.append({"batches": "uint8" if uint8 else "float32", "workers": workers, "loader_images_per_s": rate,
+            rows.append({"batches": kind, "workers": workers, "loader_images_per_s": rate,
                          "per_worker": rate / max(workers, 1),
-                         "finish_ms_per_image": statistics.median(r[1] for r in runs) if uint8 else 0.0})
+                         "finish_ms_per_image": statistics.median(r[1] for r in runs)})
     return rows
 
 
@@ -105,6 +110,8 @@ def verdict(rows: list[dict], step_rate: float | None) -> str:
         step = f"{step_rate:.1f}" if step_rate else "n/a"
         limit = ("loader" if r["loader_images_per_s"] < step_rate else "step") if step_rate else "n/a"
         needed = f"{math.ceil(step_rate / r['per_worker'])}" if step_rate else "n/a"
+        if r["batches"] == "device":  # the workers only read files; decode + augmentation share the step's device
+            needed = "- (the step's device time grows by the finish)"
         lines.append(f"| {r['batches']} | {r['workers']} | {r['loader_images_per_s']:.1f} | {r['per_worker']:.1f} | "
                      f"{r['finish_ms_per_image']:.3f} | {step} | {limit} | {needed} |")
     return "\n".join(lines)

@@ -93,8 +93,9 @@ def build_loaders(teacher_args: TeacherArguments, data_args: DataArguments, acce
     Mixup and smoothing happen in the training step."""
     if data_args.streaming:
         raise ValueError("train_teacher.py reads map-style data; drop --streaming (distill.py streams).")
-    if data_args.uint8_batches:
-        raise ValueError("train_teacher.py trains on float batches; drop --uint8_batches (distill.py takes them).")
+    if data_args.uint8_batches or data_args.device_augment:
+        raise ValueError("train_teacher.py trains on float batches; drop --uint8_batches / --device_augment "
+                         "(distill.py takes them).")
     train_dataset, eval_dataset, label_names = build_datasets(data_args, seed=teacher_args.seed)
     collate = DeiTCollator()
     # timm's RepeatAugSampler is already rank-aware, so this loader is not passed through accelerator.prepare

@@ -23,6 +23,6 @@ def test_gpu_check_dry_run_writes_every_stage(tmp_path):
     assert {row["implementation"] for row in distill} == {"hf_deit", "timm TokenDistillationTask"}
     assert all(row["images_per_s"] > 0 and row["tflops_per_step"] > 0 for row in distill)
     loader = [row for row in rows if row["bench"] == "loader"]
-    assert {row["batches"] for row in loader} == {"float32", "uint8"}
+    assert {row["batches"] for row in loader} == {"float32", "uint8", "device"}
     # the loader is compared with hf_deit's distillation step of stage 1
     assert all(abs(row["step_images_per_s"] - distill[0]["images_per_s"]) < 0.1 for row in loader)

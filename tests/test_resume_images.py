@@ -83,6 +83,22 @@ def test_map_style_resume_is_bit_exact_with_0_and_2_workers(photo_folders, tmp_p
         assert_same_weights(full, out)
 
 
+@pytest.mark.parametrize("kind", ["map", "stream"])
+def test_device_augment_resume_is_bit_exact(photo_folders, tmp_path, kind):
+    """--device_augment: workers hand over seeds drawn under each image's seed, the step augments from them alone, so
+    a resumed run augments as the uninterrupted one (killed with 2 workers; map-style resumed with 0, as any worker
+    count gives the same run; a stream with 2, its order depending on the worker count)."""
+    data, stream = photo_folders[kind], ("--stream",) if kind == "stream" else ()
+    full, killed = tmp_path / "full", tmp_path / "killed"
+    reference_workers = "0" if kind == "map" else "2"
+    killing = start(data, killed, *stream, "--device-augment", "--workers", "2", "--kill-at-step", "11")
+    assert finish(start(data, full, *stream, "--device-augment", "--workers", reference_workers), killing) == [0, -9]
+    assert sorted(p.name for p in killed.glob("checkpoint-*")) == ["checkpoint-10", "checkpoint-5"]
+    resume_workers = "0" if kind == "map" else "2"
+    assert finish(start(data, killed, *stream, "--device-augment", "--workers", resume_workers, "--resume")) == [0]
+    assert_same_weights(full, killed)
+
+
 def test_streaming_resume_is_bit_exact_with_0_and_2_workers(photo_folders, tmp_path):
     """A stream's order depends on the number of workers (each reads its own shards), so each count has its own
     uninterrupted reference."""

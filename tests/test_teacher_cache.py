@@ -66,9 +66,10 @@ def make_cache(folder, path, teacher_module, **kwargs):
 
 
 def trainer_for(folder, cache_path, tmp_path, distillation_type="hard", mixup=0.8, cutmix=1.0, train_dataset=None,
-                streaming=False, **training):
+                streaming=False, device_augment=False, **training):
     data_args = DataArguments(dataset_name=str(folder), image_size=SIZE, auto_augment="none", reprob=0.0, color_jitter=0.0,
-                              repeated_aug=1, validate_images=False, streaming=streaming, shuffle_buffer_size=4)
+                              repeated_aug=1, validate_images=False, streaming=streaming, shuffle_buffer_size=4,
+                              device_augment=device_augment)
     if train_dataset is None:
         train_dataset = build_datasets(data_args, do_eval=False).train_dataset
     args = DeiTTrainingArguments(output_dir=str(tmp_path / "out"), teacher_cache=str(cache_path), use_cpu=True,
@@ -104,15 +105,18 @@ def test_whole_image_box_gives_the_teachers_logits_exactly(folder, tmp_path):
     torch.testing.assert_close(half, cache.dense_map(index)[:, :, 0].mean(1))
 
 
-def test_cached_targets_match_the_live_teacher_on_crops_flips_and_mixes(folder, tmp_path):
+@pytest.mark.parametrize("device_augment", [False, True])
+def test_cached_targets_match_the_live_teacher_on_crops_flips_and_mixes(folder, tmp_path, device_augment):
     """The batch the trainer builds (random-resized crops, flips, Mixup/CutMix with the trainer's mixing): cached and
     live targets agree to 0.005 in logits (scale ~1; measured 0.0002); the pointwise teacher makes Mixup/CutMix and flips exact, what
-    is left is the crop's bicubic resampling. Hard targets (argmax) agree on every image."""
+    is left is the crop's bicubic resampling. Hard targets (argmax) agree on every image. With --device_augment the
+    crop boxes and flips come from the training step's augmentation (hf_deit.data.device_augment)."""
     teacher = make_cache(folder, tmp_path / "c.parquet", PointwiseTeacher())
-    trainer = trainer_for(folder, tmp_path / "c.parquet", tmp_path)
+    trainer = trainer_for(folder, tmp_path / "c.parquet", tmp_path, device_augment=device_augment)
     torch.manual_seed(0), np.random.seed(0)
     largest, mixes = 0.0, set()
     for batch in trainer.get_train_dataloader():
+        batch = trainer.device_augment(batch) if device_augment else batch
         assert {"example_key", "example_content", "crop_box", "crop_flip"} <= set(batch)
         pixels, _ = trainer._mix(batch["pixel_values"], batch["labels"])
         mix = MixRecord(trainer.mixup.last_lam, len(pixels) - len(pixels) % 2)
@@ -127,10 +131,10 @@ def test_cached_targets_match_the_live_teacher_on_crops_flips_and_mixes(folder, 
     assert True in mixes
 
 
-@pytest.mark.parametrize("distillation_type", ["hard", "soft"])
-def test_training_from_the_cache(folder, tmp_path, distillation_type):
+@pytest.mark.parametrize("distillation_type, device_augment", [("hard", False), ("soft", False), ("hard", True)])
+def test_training_from_the_cache(folder, tmp_path, distillation_type, device_augment):
     make_cache(folder, tmp_path / "c.parquet", PointwiseTeacher(), top_k=2)  # top-k < classes: approximated
-    trainer = trainer_for(folder, tmp_path / "c.parquet", tmp_path, distillation_type)
+    trainer = trainer_for(folder, tmp_path / "c.parquet", tmp_path, distillation_type, device_augment=device_augment)
     trainer.train()
     logged = [e for e in trainer.state.log_history if "distillation_loss" in e]
     assert logged and all(np.isfinite(e["distillation_loss"]) for e in logged)

@@ -8,6 +8,7 @@ repeated augmentation, rank/worker sharding, and Mixup/CutMix batching. See docs
 
 from .arguments import DataArguments, MixupArguments
 from .collate import DeiTCollator, build_mixup, mix_batch
+from .device_augment import DeviceAugment, DeviceAugmentConfig, build_device_augment
 from .device_finish import DeviceFinish, build_device_finish
 from .epoch import EpochLoader, batches_per_epoch, samples_per_epoch, stream_size
 from .decode import BadImageCounter, BrokenImageError, TooManyBadImagesError, decode_image, to_rgb
@@ -47,6 +48,9 @@ __all__ = [
     "DeiTCollator",
     "build_mixup",
     "mix_batch",
+    "DeviceAugment",
+    "DeviceAugmentConfig",
+    "build_device_augment",
     "DeviceFinish",
     "build_device_finish",
     "BadImageCounter",

@@ -99,6 +99,15 @@ class DataArguments:
             "same distribution but draws from the main process's RNG."
         },
     )
+    device_augment: bool = field(
+        default=False,
+        metadata={
+            "help": "Workers return the training images still encoded (JPEG bytes) with a per-image seed; the training "
+            "step decodes them on the training device (nvjpeg on CUDA) and runs the DeiT augmentation there on tensors "
+            "(RandomResizedCrop, flip, RandAugment rand-*, normalisation, random erasing; hf_deit.data.device_augment). "
+            "Same distributions as timm's transform, not the same pixels (docs/data.md)."
+        },
+    )
     # --- sampling
     repeated_aug: int = field(
         default=3,
@@ -166,6 +175,29 @@ class DataArguments:
             raise ValueError("shuffle_buffer_size must be >= 1")
         if self.train_dataset_size is not None and self.train_dataset_size < 1:
             raise ValueError(f"train_dataset_size must be >= 1 (or unset), got {self.train_dataset_size}")
+        if self.device_augment:
+            self.check_device_augment()
+
+    def check_device_augment(self) -> None:
+        """Refuse what --device_augment does not implement (each message says what to use instead)."""
+        if self.uint8_batches:
+            raise ValueError("--device_augment already finishes batches on the device: drop --uint8_batches.")
+        if self.interpolation not in ("bicubic", "bilinear", "nearest"):
+            raise ValueError(
+                f"--device_augment resizes with bicubic, bilinear or nearest on tensors, got --interpolation "
+                f"{self.interpolation}: pick one of those, or train without --device_augment."
+            )
+        if self.auto_augment is not None and not self.auto_augment.startswith("rand"):
+            raise ValueError(
+                f"--device_augment implements timm's RandAugment ('rand-...') only, got --auto_augment "
+                f"{self.auto_augment}: use a rand-* policy or none, or train without --device_augment."
+            )
+        if self.force_color_jitter or (self.auto_augment is None and self.color_jitter):
+            raise ValueError(
+                "--device_augment has no colour jitter (timm applies it when RandAugment is off or with "
+                "--force_color_jitter): set --color_jitter 0 and drop --force_color_jitter, or train without "
+                "--device_augment."
+            )
 
 
 @dataclass

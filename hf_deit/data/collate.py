@@ -19,6 +19,8 @@ from timm.data import Mixup
 from timm.data.mixup import mixup_target
 from torch.utils.data import default_collate
 
+from .device_decode import ENCODED_IMAGE, ENCODED_IMAGES, EncodedBatch
+
 if TYPE_CHECKING:
     from .arguments import MixupArguments
 
@@ -69,17 +71,22 @@ class DeiTCollator:
     Stacks only: Mixup/CutMix and label smoothing are applied in the training step (`mix_batch`), where their
     randomness stays in step with the checkpoints. Examples whose `pixel_values` is None (a broken image, already
     counted by the decoder) are dropped. "example_key", "example_content", "crop_box" and "crop_flip" (for a cached
-    teacher) are stacked when present; other keys (e.g. a dataset's key column) are ignored.
+    teacher) are stacked when present; other keys (e.g. a dataset's key column) are ignored. Examples still encoded
+    (--device_augment: "encoded_image") become an `EncodedBatch` under "encoded_images", for the training step.
     """
 
-    def __call__(self, examples: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
-        kept = [example for example in examples if example["pixel_values"] is not None]
+    def __call__(self, examples: list[dict[str, Any]]) -> dict[str, Any]:
+        image_key = ENCODED_IMAGE if ENCODED_IMAGE in examples[0] else "pixel_values"
+        kept = [example for example in examples if example[image_key] is not None]
         if not kept:
             raise RuntimeError(
                 f"every image in a batch of {len(examples)} was broken; see the 'skipped broken image' warnings"
             )
+        labels = torch.tensor([int(example["labels"]) for example in kept], dtype=torch.long)
+        if image_key == ENCODED_IMAGE:  # --device_augment: decoded and augmented in the training step
+            encoded = EncodedBatch.from_images([example[ENCODED_IMAGE] for example in kept])
+            return {ENCODED_IMAGES: encoded, "labels": labels, **_passthrough(kept)}
         # default_collate stacks straight into shared memory inside a DataLoader worker, so the batch (20 MB of
         # float32 at 32 x 224 px) reaches the main process without a second copy; plain torch.stack does not.
         pixel_values = default_collate([example["pixel_values"] for example in kept])
-        labels = torch.tensor([int(example["labels"]) for example in kept], dtype=torch.long)
         return {"pixel_values": pixel_values, "labels": labels, **_passthrough(kept)}

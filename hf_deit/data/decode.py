@@ -15,6 +15,7 @@ be caught: datasets' own decoder would raise inside the DataLoader and kill the 
 
 from __future__ import annotations
 
+import io
 import logging
 import multiprocessing
 import warnings
@@ -74,6 +75,23 @@ def decode_image(raw: Any, draft_size: int | None = None) -> Image.Image:
             # Between MAX_IMAGE_PIXELS and twice that, Pillow only warns: treat it as the bomb it is.
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             return open_rgb(data, draft_size)  # the decoder inference uses too (hf_deit.models.image_decoding)
+    except DECODE_ERRORS as error:
+        raise BrokenImageError(f"{type(error).__name__}: {error}") from error
+
+
+def open_image_header(raw: Any) -> tuple[bytes, Image.Image]:
+    """The encoded bytes of `raw` and the image opened lazily (format, mode, size and EXIF read; no pixels decoded),
+    or `BrokenImageError` for what can be told from the header (zero bytes, not an image, a decompression bomb).
+    A truncated file passes here; it fails when decoded."""
+    data = _read_bytes(raw)
+    if not data:
+        raise BrokenImageError("zero-byte file")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)  # as decode_image
+            image = Image.open(io.BytesIO(data))
+            image.getexif()  # parse the EXIF block now: a broken one fails here, not in the caller
+            return data, image
     except DECODE_ERRORS as error:
         raise BrokenImageError(f"{type(error).__name__}: {error}") from error
 

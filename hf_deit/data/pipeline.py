@@ -32,6 +32,7 @@ from timm.data.distributed_sampler import RepeatAugSampler
 from .arguments import DataArguments
 from .crop_record import CropRecordingTransform, record_crops
 from .decode import BadImageCounter, BrokenImageError, decode_image, image_key, read_image_bytes
+from .device_decode import ENCODED_IMAGE, EncodeForDevice
 from .epoch import record_stream_size, stream_size
 from .loading import AnyDataset, count_local_examples, load_image_dataset
 from .row_key import CONTENT_KEY, ROW_KEY, content_hash, row_key
@@ -96,7 +97,8 @@ class DecodeAndTransform:
 
 
 def _is_decoded(example: dict[str, Any]) -> bool:
-    return example["pixel_values"] is not None
+    """Not broken: decoded (default path) or readable (--device_augment: still encoded)."""
+    return example.get("pixel_values", example.get(ENCODED_IMAGE)) is not None
 
 
 class _Repeat:
@@ -266,12 +268,16 @@ def prepare_dataset(
 
     Output examples: {"pixel_values": FloatTensor[3,H,W], "labels": int, other columns...}; training examples also
     carry "crop_box" and "crop_flip" (hf_deit.data.crop_record), "example_key" and "example_content"
-    (hf_deit.data.row_key).
+    (hf_deit.data.row_key). With `device_augment`, training examples are {"encoded_image": EncodedImage, "labels",
+    "example_key"} instead (hf_deit.data.device_decode): the training step decodes and augments them.
     Map-style datasets drop broken images up front (`validate_images`); one that still fails later comes out with pixel_values None
     and the collator drops it. Streams filter broken images out as they come.
     """
-    transform = record_crops(build_train_transform(data_args)) if train else build_eval_transform(data_args)
-    decode = DecodeAndTransform(transform, counter, draft_size(data_args, train))
+    if train and data_args.device_augment:  # workers only read the bytes; the step decodes and augments
+        decode: DecodeAndTransform | EncodeForDevice = EncodeForDevice(counter)
+    else:
+        transform = record_crops(build_train_transform(data_args)) if train else build_eval_transform(data_args)
+        decode = DecodeAndTransform(transform, counter, draft_size(data_args, train))
     if isinstance(dataset, Dataset):
         if data_args.validate_images:
             dataset = drop_broken_images(dataset, counter, data_args.preprocessing_num_workers)

@@ -43,6 +43,7 @@ from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, IntervalStrategy, 
 
 from ..data.arguments import DataArguments
 from ..data.collate import DeiTCollator, build_mixup, mix_batch
+from ..data.device_augment import ENCODED_IMAGES, build_device_augment
 from ..data.device_finish import build_device_finish
 from ..data.epoch import EpochLoader, batches_per_epoch, stream_size
 from ..models.configuration_deit import DeiTConfig
@@ -243,6 +244,7 @@ class DistillationTrainer(Trainer):
         if isinstance(self.teacher, CachedTeacher) and self.mixup is not None:
             self.mixup = LambdaRecordingMixup.wrap(self.mixup)  # cached logits are mixed with the images' lambda
         self.device_finish = build_device_finish(data_args)  # used on uint8 batches only (--uint8_batches)
+        self.device_augment = build_device_augment(data_args)  # used on encoded batches only (--device_augment)
         self.model_ema = None
         if args.use_model_ema:
             from timm.utils import ModelEmaV3
@@ -317,6 +319,8 @@ class DistillationTrainer(Trainer):
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         if "labels" not in inputs:
             raise KeyError(f"DistillationTrainer needs 'labels' in each batch; got keys {sorted(inputs)}.")
+        if ENCODED_IMAGES in inputs:  # --device_augment: decode + augment here, on the device
+            inputs = self.device_augment(inputs)
         labels = inputs["labels"]
         pixel_values = inputs["pixel_values"]
         if pixel_values.dtype == torch.uint8:  # --uint8_batches: normalise (+ erase in training) here, on the device

@@ -2,6 +2,7 @@
 tests/test_epoch.py).
 
     python tests/scripts/train_images.py DATA OUT_DIR [--stream] [--workers N] [--kill-at-step N] [--resume]
+        [--device-augment]
     torchrun --nproc_per_node 2 --standalone tests/scripts/train_images.py DATA OUT_DIR --epochs 2 --record-keys
 
 DATA is an image folder (map-style) or a folder of `hf-deit shard` parquet shards (streamed). The data pipeline is
@@ -9,6 +10,7 @@ DATA is an image folder (map-style) or a folder of `hf-deit shard` parquet shard
 label smoothing, repeated augmentation x3) at 48 px; student: DeiT depth 1, width 32, drop path 0.1; teacher: the
 small conv net of train_tiny.py. Writes OUT_DIR/weights.safetensors and, with --record-keys,
 OUT_DIR/keys_rank{r}.json: the row keys (hf_deit.data.row_key) of the samples each training step saw, per epoch.
+--device-augment: the same recipe decoded and augmented in the training step (DataArguments.device_augment).
 """
 
 from __future__ import annotations
@@ -37,6 +39,7 @@ def parse_arguments() -> argparse.Namespace:
     parser.add_argument("--kill-at-step", type=int, default=None)
     parser.add_argument("--resume", action="store_true")
     parser.add_argument("--record-keys", action="store_true")
+    parser.add_argument("--device-augment", action="store_true")
     return parser.parse_args()
 
 
@@ -66,7 +69,8 @@ def main() -> None:
     from hf_deit.data import DataArguments, build_datasets
     from hf_deit.distillation.trainer import prepare_student
 
-    data_args = DataArguments(dataset_name=cli.data, streaming=cli.stream, image_size=48, shuffle_buffer_size=16)
+    data_args = DataArguments(dataset_name=cli.data, streaming=cli.stream, image_size=48, shuffle_buffer_size=16,
+                              device_augment=cli.device_augment)
     train_dataset, _, labels = build_datasets(data_args, seed=42, do_eval=False)
     assert len(labels) == NUM_LABELS, labels
     args = DeiTTrainingArguments(
