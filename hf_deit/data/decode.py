@@ -83,7 +83,7 @@ def open_image_header(raw: Any) -> tuple[bytes, Image.Image]:
     """The encoded bytes of `raw` and the image opened lazily (format, mode, size and EXIF read; no pixels decoded),
     or `BrokenImageError` for what can be told from the header (zero bytes, not an image, a decompression bomb).
     A truncated file passes here; it fails when decoded."""
-    data = _read_bytes(raw)
+    data = read_image_bytes(raw)
     if not data:
         raise BrokenImageError("zero-byte file")
     try:

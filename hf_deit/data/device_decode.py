@@ -27,7 +27,7 @@ from torchvision.io import ImageReadMode, decode_jpeg
 from torchvision.transforms.v2.functional import pil_to_tensor
 
 from .decode import BadImageCounter, BrokenImageError, decode_image, image_key, open_image_header
-from .row_key import ROW_KEY, row_key
+from .row_key import CONTENT_KEY, ROW_KEY, content_hash, row_key
 
 logger = logging.getLogger(__name__)
 
@@ -89,33 +89,38 @@ def decodes_on_device(image: Any) -> bool:
 
 class EncodeForDevice:
     """Worker side of --device_augment: an example's undecoded `image` -> `EncodedImage` (None when broken),
-    `labels` and `example_key` (a cached teacher's row key). A class so that workers can pickle it."""
+    `labels`, and a cached teacher's `example_key` (row key) and `example_content` (hash of the bytes it was made
+    from). A class so that workers can pickle it."""
 
     def __init__(self, counter: BadImageCounter) -> None:
         self.counter = counter
 
-    def encode(self, raw: Any, fallback_key: str) -> EncodedImage | None:
+    def encode(self, raw: Any, fallback_key: str) -> tuple[EncodedImage | None, int]:
+        """The encoded image (None when broken) and the content hash of its bytes (0 when unreadable)."""
+        data = None
         try:
             data, header = open_image_header(raw)
             pixels = data if decodes_on_device(header) else pil_to_tensor(decode_image(data))
         except BrokenImageError as error:
             self.counter.record_broken(image_key(raw, fallback_key), str(error))
-            return None
+            return None, content_hash(data) if data is not None else 0
         self.counter.record_ok()
         # Drawn from the RNGs seeded for this image (seeding.py), so it is a function of the image's place in the run.
-        return EncodedImage(pixels, random.getrandbits(SEED_BITS))
+        return EncodedImage(pixels, random.getrandbits(SEED_BITS)), content_hash(data)
 
     def __call__(self, example: dict[str, Any]) -> dict[str, Any]:
         """One example (IterableDataset.map): returns the new columns."""
         key = str(example.get("__key__", example.get("key", "<stream>")))
-        return {ENCODED_IMAGE: self.encode(example["image"], key), "labels": example["label"],
+        encoded, content = self.encode(example["image"], key)
+        return {ENCODED_IMAGE: encoded, "labels": example["label"], CONTENT_KEY: content,
                 ROW_KEY: row_key(example["image"], example["label"])}
 
     def batch(self, batch: dict[str, list]) -> dict[str, list]:
         """A batch (Dataset.with_transform): image/label become encoded_image/labels, other columns pass through."""
         keys = batch.get("__key__", batch.get("key", ["<row>"] * len(batch["image"])))
         out = {name: values for name, values in batch.items() if name not in ("image", "label")}
-        out[ENCODED_IMAGE] = [self.encode(raw, str(key)) for raw, key in zip(batch["image"], keys)]
+        encoded = [self.encode(raw, str(key)) for raw, key in zip(batch["image"], keys)]
+        out[ENCODED_IMAGE], out[CONTENT_KEY] = [image for image, _ in encoded], [content for _, content in encoded]
         out[ROW_KEY] = [row_key(raw, label) for raw, label in zip(batch["image"], batch["label"])]
         out["labels"] = batch["label"]
         return out
