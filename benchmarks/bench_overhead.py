@@ -52,7 +52,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from host_syncs import HostSyncCounter, _short  # noqa: E402
+from host_syncs import HostSyncCounter, short_path  # noqa: E402
 
 TINY = dict(image_size=32, patch_size=8, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
             intermediate_size=64)
@@ -150,6 +150,7 @@ def common_arguments(args, output_dir: str) -> dict:
 
 def make_trainer(variant: str, args, make_student, teacher, dataset, output_dir: str):
     from transformers import Trainer, TrainingArguments
+    from transformers.trainer_callback import PrinterCallback
 
     from hf_deit import DeiTTrainingArguments, DistillationTrainer
 
@@ -158,11 +159,14 @@ def make_trainer(variant: str, args, make_student, teacher, dataset, output_dir:
             **common_arguments(args, output_dir), distillation_type="hard", teacher_name_or_path=None,
             mixup=0.0, cutmix=0.0, scale_lr=False, warmup_epochs=0.0,
         )
-        return DistillationTrainer(model=make_student(), args=training_args, teacher=teacher, train_dataset=dataset)
-    training_args = TrainingArguments(
-        **common_arguments(args, output_dir), logging_nan_inf_filter=variant == "hf Trainer, filter on",
-    )
-    return Trainer(model=make_student(), args=training_args, train_dataset=dataset)
+        trainer = DistillationTrainer(model=make_student(), args=training_args, teacher=teacher, train_dataset=dataset)
+    else:
+        training_args = TrainingArguments(
+            **common_arguments(args, output_dir), logging_nan_inf_filter=variant == "hf Trainer, filter on",
+        )
+        trainer = Trainer(model=make_student(), args=training_args, train_dataset=dataset)
+    trainer.remove_callback(PrinterCallback)  # it prints the final metrics of every run (on_log only)
+    return trainer
 
 
 def bare_loop(trainer, loss_fn, teacher, dataset, args, window: StepWindow, device: torch.device) -> None:
@@ -207,9 +211,6 @@ def run_once(variant: str, args, models, dataset, window: StepWindow, device: to
             bare_loop(trainer, trainer.loss_fn if distill else None, trainer.teacher if distill else None, dataset,
                       args, window, device)
         else:
-            from transformers.trainer_callback import PrinterCallback
-
-            trainer.remove_callback(PrinterCallback)  # it prints the final metrics dict of every run
             trainer.add_callback(window_callback(window, device))
             trainer.train()
     if window.seconds is None:
@@ -259,7 +260,7 @@ def profile_variant(variant: str, args, models, dataset, device, clock) -> pstat
 
 def _label(func: tuple) -> str:
     path, line, name = func
-    return name if path == "~" else f"{_short(path)}:{line}({name})"
+    return name if path == "~" else f"{short_path(path)}:{line}({name})"
 
 
 def call_tree(stats: pstats.Stats, steps: int, depth: int = 4, min_ms: float = 0.05) -> list[str]:

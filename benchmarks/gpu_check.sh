@@ -3,21 +3,21 @@
 #
 # A lent H200 gives about 15 minutes in all, start-up and transfers included, so one lease runs one of these:
 #
-#   lease 1, the benchmarks (stages 1-5 of benchmarks/gpu_check.py, each under its own cut; 470 s + installs, cut at 540 s):
+#   lease 1, the benchmarks (stages 1-5 of benchmarks/gpu_check.py, each under its own cut: 490 s; all cut at 540 s):
 #     bash benchmarks/gpu_check.sh --out $OUT/gpu_figures.md
-#   lease 2, the paper's table on the full CIFAR-10 training set (about 8 min, cut at 540 s):
-#     bash benchmarks/gpu_check.sh --stages table --out $OUT/gpu_figures.md
+#   lease 2, the paper's table on the full CIFAR-10 training set (about 8 min; the stage's own cut is 540 s):
+#     bash benchmarks/gpu_check.sh --stages table --limit 570 --out $OUT/gpu_figures.md   (carry .gpu_data)
 #   one stage, e.g. to re-run it:   bash benchmarks/gpu_check.sh --stages syncs --out $OUT/gpu_figures.md
 #   CI, every stage on CPU with tiny models:   bash benchmarks/gpu_check.sh --dry-run --stages all
 #
 # The table needs CIFAR-10 on that machine, and only the repository travels there (64 MiB at most): pack the images
-# here (train: all 50,000; test: the 500 per class --gpu_h200 evaluates on; about 20 MB), carry .gpu_data:
+# here (train: all 50,000; test: the 200 per class --gpu_h200 evaluates on; about 18 MB), carry .gpu_data:
 #     mkdir -p .gpu_data && echo /.gpu_data/ >> .git/info/exclude
-#     (cd ../shared/data && { find cifar10/train -name '*.jpg'; for c in cifar10/test/*/; do ls "$c"*.jpg | head -500; done; } \
+#     (cd ../shared/data && { find cifar10/train -name '*.jpg'; for c in cifar10/test/*/; do ls "$c"*.jpg | head -200; done; } \
 #         | tar czf - -T -) > .gpu_data/cifar10.tgz
 # Python packages the image lacks (datasets, evaluate, ... ; torch is never touched) are installed from the wheels in
-# .whl/ when that folder exists (offline machines: see /work/.library/device/README.md on carrying wheels), else from
-# the package index.
+# .whl/ when that folder exists (an offline machine: `pip download` them here beforehand, for that machine's Python
+# and platform, and carry .whl), else from the package index.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 

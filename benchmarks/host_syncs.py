@@ -52,7 +52,7 @@ class HostSyncCounter:
         while frame is not None and frame.f_code.co_filename.startswith(_TORCH_DIR):
             frame = frame.f_back
         code = frame.f_code if frame is not None else None
-        where = "?" if code is None else f"{_short(code.co_filename)}:{frame.f_lineno} ({code.co_name})"
+        where = "?" if code is None else f"{short_path(code.co_filename)}:{frame.f_lineno} ({code.co_name})"
         self.sites[f"{where} {method}"] += 1
 
     def _wrap(self, method: str, original):
@@ -97,7 +97,7 @@ def count_host_syncs(
         counter.stop()
 
 
-def _short(path: str) -> str:
+def short_path(path: str) -> str:
     """site-packages/transformers/trainer.py -> transformers/trainer.py; our files relative to the repository."""
     for marker in ("site-packages" + os.sep, "dist-packages" + os.sep):
         if marker in path:
@@ -106,4 +106,4 @@ def _short(path: str) -> str:
     return os.path.relpath(path, root) if path.startswith(root) else path
 
 
-__all__ = ["SYNC_METHODS", "HostSyncCounter", "count_host_syncs"]
+__all__ = ["SYNC_METHODS", "HostSyncCounter", "count_host_syncs", "short_path"]

@@ -104,8 +104,8 @@ class TableArguments:
         default=False,
         metadata={"help": "The table on the full CIFAR-10 training set at a budget sized to about 8 minutes on one "
                           "H200 (benchmarks/gpu_check.sh --stages table; the estimate is in docs/benchmarks.md): "
-                          "5,000 train / 500 test images per class, width-192 depth-6 students for 5 epochs, a 288x6 "
-                          "transformer teacher, resnet18 for 10 epochs, batch 256, the first two seeds, DataLoader "
+                          "5,000 train / 200 test images per class, width-192 depth-6 students for 4 epochs, a 288x6 "
+                          "transformer teacher, resnet18 for 8 epochs, batch 256, the first two seeds, DataLoader "
                           "workers on all cores but one, --device_augment, and the cached-teacher row added last. "
                           "Overrides those settings above; --smoke on top shrinks the same configuration to a quick "
                           "check."},
@@ -140,17 +140,17 @@ class TableArguments:
 
 
     def apply_gpu_h200(self) -> None:
-        """The --gpu_h200 budget. Sized from the data loader, which limits this table on a GPU: at 32 px a width-192
-        depth-6 student costs 0.98 GFLOP per training image (resnet18's forward 0.074), so 50,000 images are about
-        50 TFLOP per epoch, well under 1 s at even a tenth of an H200's bf16 peak, while the loader decodes and
-        augments about 680 CIFAR images/s per CPU core (measured on the 2-core dev machine): about 5 s per epoch with
-        15 workers. 2 teachers + 6 students x 2 seeds x 5 epochs + 10 teacher epochs ~ 75 passes over 50,000
-        images ~ 6.5 min, plus building the datasets and evaluating (docs/benchmarks.md, "The table on a GPU")."""
-        self.train_per_class, self.eval_per_class = 5000, 500
+        """The --gpu_h200 budget, sized by benchmarks/size_gpu_table.py (docs/benchmarks.md, "The table on a GPU").
+        The data loader sets the pace on a GPU: at 32 px a width-192 depth-6 student costs about 1 GFLOP per training
+        image, so an epoch of 50,000 images is about 2 s of fp32 compute, while hf_deit's loader prepares 500-680
+        CIFAR images/s per CPU core (measured on the 2-core dev machine), 5-7 s per epoch with 15 workers. The
+        teachers once, 7 students x 2 seeds x 4 epochs: 68 passes over the training images, 7-9.5 minutes with
+        start-up. The page is rewritten after every run, so a cut loses the last rows (the cached teacher's)."""
+        self.train_per_class, self.eval_per_class = 5000, 200
         self.hidden_size, self.num_hidden_layers, self.num_attention_heads = 192, 6, 3
         self.teacher_vit_hidden_size, self.teacher_vit_num_hidden_layers = 288, 6
         self.teacher_vit_num_attention_heads = 6
-        self.epochs, self.teacher_epochs, self.batch_size, self.seeds = 5, 10, 256, self.seeds[:2]
+        self.epochs, self.teacher_epochs, self.batch_size, self.seeds = 4, 8, 256, self.seeds[:2]
         self.num_workers = max(0, min(15, (os.cpu_count() or 1) - 1))
         if "hard_token_cached" not in self.configurations:  # the cache's row last: the first one a cut loses
             self.configurations = [*self.configurations, "hard_token_cached"]
