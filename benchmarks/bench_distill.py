@@ -319,12 +319,17 @@ def compile_ratio_main(args, device, dtypes: list[str], clock, hardware: str) ->
         autocast_dtype = torch.bfloat16 if dtype == "bf16" else None
         rows += run_compile_ratio(args, device, autocast_dtype, dtype, clock)
     print("\n" + format_compile_rows(rows))
+    append_json(args, "distill_compile", hardware, rows)
+    return rows
+
+
+def append_json(args, bench: str, hardware: str, rows: list[dict]) -> None:
+    """With --json, append each row as a JSON line, with what was run."""
     if args.json:
         with args.json.open("a") as f:
             for row in rows:
-                f.write(json.dumps({"bench": "distill_compile", "device": hardware, "student": args.student,
+                f.write(json.dumps({"bench": bench, "device": hardware, "student": args.student,
                                     "teacher": args.teacher, "batch": args.batch_size, **row}) + "\n")
-    return rows
 
 
 def main(argv=None) -> list[dict]:
@@ -356,11 +361,7 @@ def main(argv=None) -> list[dict]:
             rows += run_variant(variant, device, autocast_dtype, label, clock)
             print(format_rows(rows[-len(args.only):]), flush=True)
     print("\n" + format_rows(rows))
-    if args.json:
-        with args.json.open("a") as f:
-            for row in rows:
-                f.write(json.dumps({"bench": "distill", "device": hardware, "student": args.student,
-                                    "teacher": args.teacher, "batch": args.batch_size, **row}) + "\n")
+    append_json(args, "distill", hardware, rows)
     return rows
 
 
