@@ -138,7 +138,6 @@ class TableArguments:
                 or self.teacher_vit_hidden_size % self.teacher_vit_num_attention_heads):
             raise ValueError("hidden sizes must be divisible by their numbers of heads")
 
-
     def apply_gpu_h200(self) -> None:
         """The --gpu_h200 budget, sized by benchmarks/size_gpu_table.py (docs/benchmarks.md, "The table on a GPU").
         The data loader sets the pace on a GPU: at 32 px a width-192 depth-6 student costs about 1 GFLOP per training

@@ -9,10 +9,9 @@ import subprocess
 import sys
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "benchmarks"))
+from benchmarks.gpu_check import STAGES
 
-from gpu_check import STAGES  # noqa: E402
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def test_gpu_check_dry_run_writes_every_stage(tmp_path):
