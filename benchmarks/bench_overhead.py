@@ -25,8 +25,8 @@ the paired differences ours - bare distill and hf Trainer - bare plain (median o
 difference). --clock cpu (the default, with --threads 1) counts this process's CPU time, which other jobs on a
 shared machine barely move; host overhead is CPU time. --clock wall is what a user sees (use it on a GPU).
 Host syncs: one more untimed run per variant counts Tensor.item/__bool__/tolist/__float__/__int__ calls in the N
-steps (benchmarks/host_syncs.py) and names the lines that make them; on CUDA also the syncs CUDA itself reports
-(torch.cuda.set_sync_debug_mode), which include those made from C++.
+steps (benchmarks/host_syncs.py) and names the lines that make them (on CUDA, of CUDA tensors only), and on CUDA
+also the syncs CUDA itself reports (torch.cuda.set_sync_debug_mode), which include those made from C++.
 --profile: what ours does that the bare loop does not, each part timed alone; then cProfile (CPU clock) over the N
 steps of ours and of bare distill: the loop's calls per step, four levels deep.
 """
@@ -233,7 +233,8 @@ def count_syncs(args, models, dataset, device) -> dict[str, dict]:
     """Per variant: syncs per step by method, the lines making them, and (CUDA) the syncs CUDA reports."""
     counts = {}
     for variant in args.variants:
-        counter, cuda = HostSyncCounter(), device.type == "cuda"
+        cuda = device.type == "cuda"
+        counter = HostSyncCounter(device_type="cuda" if cuda else None)  # on CUDA, CPU tensors' values cost no sync
         window = StepWindow(args.warmup, args.steps, time.perf_counter, counter=counter, cuda_sync_warnings=cuda)
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
