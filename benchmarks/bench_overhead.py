@@ -363,8 +363,9 @@ def report(seconds, syncs, args) -> list[str]:
         methods = ", ".join(f"{m} {n:g}" for m, n in sync.get("by_method", {}).items()) or "-"
         cuda = sync.get("cuda_reported_per_step")
         cuda = f" (CUDA reports {cuda:g})" if cuda is not None else ""
+        per_step = f"{sync['per_step']:g}" if sync else "not counted"
         lines.append(f"| {variant} | {statistics.median(ms):.3f} ({min(ms):.3f}-{max(ms):.3f}) | "
-                     f"{sync.get('per_step', float('nan')):g}{cuda} | {methods} |")
+                     f"{per_step}{cuda} | {methods} |")
     lines.append("")
     theirs = "hf Trainer, filter off"
     pairs = [("ours", "bare distill"), (theirs, "bare plain"), ("hf Trainer, filter on", "bare plain")]
