@@ -8,6 +8,7 @@
     python benchmarks/bench_distill.py --device cuda --dtype bf16 --compile both \\
         --student deit_base_distilled_patch16_224 --teacher none --batch-size 128 --fast-paths         # DeiT-B MFU
     python benchmarks/bench_distill.py --dry-run                         # tiny models, seconds (CI)
+    python benchmarks/bench_distill.py --compile-ratio --threads 1 --clock cpu   # hf_deit compiled vs eager, CPU
 
 hf_deit's step is `DistillationTrainer.training_step` (its compute_loss: teacher, DistillationLoss, autocast,
 accelerate's backward) + the Trainer's optimizer (`create_optimizer`: AdamW, no decay on norms/biases/tokens).
@@ -17,6 +18,10 @@ drop path 0.1, random weights (speed does not depend on them), no Mixup (a data-
 With --fast-paths hf_deit also runs its optional flags (teacher channels_last, pinned SDPA backend); timm runs as
 its task offers (its `task.compile()` compiles student and teacher; teacher under no_grad).
 --teacher none: the student alone (both heads against the labels); timm's side is the same step on its model.
+
+--compile-ratio: hf_deit's step eager vs compiled (student torch.compile'd as --torch_compile does, teacher as
+--teacher_torch_compile), same weights and batch, interleaved; prints the speed-up over eager and, separately, the
+compile time (the first compiled call minus the first eager call, wall clock).
 
 The two run interleaved (each repeat: hf_deit, then timm) so that background load hits both alike; printed are
 medians over repeats of step time, images/s, peak device memory, and MFU = model FLOPs per step (counted by
@@ -88,6 +93,7 @@ def hf_deit_step(args, student, teacher, device, autocast_dtype, batch) -> Calla
         distillation_type="hard" if teacher is not None else "none", teacher_name_or_path=None,
         optim="adamw_torch_fused" if args.fused else "adamw_torch", learning_rate=1e-4,
         teacher_torch_compile=args.compile in ("both", "teacher"), teacher_channels_last=args.fast_paths,
+        torch_compile_backend=args.compile_backend if args.compile in ("both", "teacher") else None,
         sdpa_backend=("flash" if device.type == "cpu" or autocast_dtype else "efficient") if args.fast_paths else None,
         disable_tqdm=True,
     )
@@ -97,7 +103,8 @@ def hf_deit_step(args, student, teacher, device, autocast_dtype, batch) -> Calla
     trainer = DistillationTrainer(model=student, args=training_args, teacher=frozen)
     trainer.current_gradient_accumulation_steps = 1  # what Trainer.train() sets before its first step
     trainer.create_optimizer()
-    model = torch.compile(student) if args.compile in ("both", "student") else student  # as --torch_compile
+    compiled = args.compile in ("both", "student")
+    model = torch.compile(student, backend=args.compile_backend) if compiled else student  # as --torch_compile
     inputs = {"pixel_values": batch[0], "labels": batch[1]}
 
     def step() -> None:
@@ -116,10 +123,11 @@ def timm_step(args, student, teacher, device, autocast_dtype, batch) -> Callable
         task = TokenDistillationTask(student, DistillationTeacher(teacher, device=device), criterion=criterion,
                                      distill_type="hard", task_loss_weight=0.5, device=device, verbose=False)
         if args.compile == "both":
-            task.compile()
+            task.compile(backend=args.compile_backend)
         forward = task.train()
     else:
-        model = torch.compile(student) if args.compile in ("both", "student") else student
+        compiled = args.compile in ("both", "student")
+        model = torch.compile(student, backend=args.compile_backend) if compiled else student
 
         def forward(x, y):
             cls_logits, dist_logits = model(x)
@@ -174,12 +182,16 @@ def time_interleaved(steps: dict[str, Callable], args, device, clock) -> dict[st
     return results
 
 
-def run_variant(args, device, autocast_dtype, label: str, clock) -> list[dict]:
-    ours, theirs, teacher = build_pair(args, device)
+def make_batch(args, device) -> tuple[torch.Tensor, torch.Tensor]:
     side = DRY_RUN["image_size"] if args.dry_run else args.image_size
     g = torch.Generator().manual_seed(args.seed)
-    batch = (torch.randn(args.batch_size, 3, side, side, generator=g).to(device),
-             torch.randint(0, args.num_labels, (args.batch_size,), generator=g).to(device))
+    return (torch.randn(args.batch_size, 3, side, side, generator=g).to(device),
+            torch.randint(0, args.num_labels, (args.batch_size,), generator=g).to(device))
+
+
+def run_variant(args, device, autocast_dtype, label: str, clock) -> list[dict]:
+    ours, theirs, teacher = build_pair(args, device)
+    batch = make_batch(args, device)
     flops = {}
     if not args.no_flops:  # on eager copies, so that compiled graphs are not traced by the counter
         eager = argparse.Namespace(**{**vars(args), "compile": "none", "fast_paths": False})
@@ -205,6 +217,46 @@ def run_variant(args, device, autocast_dtype, label: str, clock) -> list[dict]:
             "mfu": model_flops / seconds / peak if model_flops and peak else None,
         })
     return rows
+
+
+def run_compile_ratio(args, device, autocast_dtype, label: str, clock) -> list[dict]:
+    """hf_deit's step eager vs compiled (student as --torch_compile, teacher as --teacher_torch_compile), the same
+    weights and batch, interleaved in one loop. The first call of each is timed on its own (wall clock): the
+    compiled one's minus the eager one's is the compile time (both first calls also allocate optimizer state)."""
+    ours, _, teacher = build_pair(args, device)
+    batch = make_batch(args, device)
+    steps, first_s = {}, {}
+    for mode, name in (("none", "hf_deit eager"), ("both", "hf_deit compiled")):
+        variant = argparse.Namespace(**{**vars(args), "compile": mode})
+        steps[name] = hf_deit_step(variant, copy.deepcopy(ours), copy.deepcopy(teacher), device, autocast_dtype, batch)
+        sync(device)
+        start = time.perf_counter()
+        steps[name]()
+        sync(device)
+        first_s[name] = time.perf_counter() - start
+    results = time_interleaved(steps, args, device, clock)  # its warm-up calls follow the first call above
+    eager = statistics.median(results["hf_deit eager"]["seconds"])
+    rows = []
+    for name, result in results.items():
+        seconds = statistics.median(result["seconds"])
+        rows.append({
+            "variant": label, "implementation": name, "step_ms": 1000 * seconds,
+            "step_ms_range": [1000 * min(result["seconds"]), 1000 * max(result["seconds"])],
+            "images_per_s": args.batch_size / seconds, "speedup_over_eager": eager / seconds,
+            "first_step_s": first_s[name], "compile_s": first_s[name] - first_s["hf_deit eager"],
+        })
+    return rows
+
+
+def format_compile_rows(rows: list[dict]) -> str:
+    lines = ["| variant | step | step ms (min-max) | images/s | speed-up over eager | first step s | compile s |",
+             "|---|---|---:|---:|---:|---:|---:|"]
+    for r in rows:
+        lo, hi = r["step_ms_range"]
+        lines.append(f"| {r['variant']} | {r['implementation']} | {r['step_ms']:.1f} ({lo:.1f}-{hi:.1f}) | "
+                     f"{r['images_per_s']:.1f} | {r['speedup_over_eager']:.3f}x | {r['first_step_s']:.1f} | "
+                     f"{r['compile_s']:.1f} |")
+    return "\n".join(lines)
 
 
 def format_rows(rows: list[dict]) -> str:
@@ -234,8 +286,13 @@ def parse_args(argv=None) -> argparse.Namespace:
                         help="default: fp32 on CPU, bf16 on CUDA (autocast, fp32 weights)")
     parser.add_argument("--compile", nargs="+", choices=["none", "student", "teacher", "both"], default=None,
                         help="variants to run (default: none on CPU; none and both on CUDA)")
+    parser.add_argument("--compile-backend", default="inductor",
+                        help="torch.compile backend of every compiled model (aot_eager: a quick check on CPU)")
     parser.add_argument("--fast-paths", action="store_true", help="hf_deit: teacher channels_last + pinned SDPA kernel")
     parser.add_argument("--no-fused", dest="fused", action="store_false", help="foreach AdamW instead of fused, both")
+    parser.add_argument("--compile-ratio", action="store_true",
+                        help="instead of hf_deit vs timm: hf_deit eager vs compiled (student + teacher), interleaved, "
+                        "with the compile time")
     parser.add_argument("--only", nargs="+", choices=["hf_deit", "timm"], default=["hf_deit", "timm"],
                         help="implementations to time (hf_deit always runs: it is the reference of the ratios)")
     parser.add_argument("--repeats", type=int, default=5)
@@ -255,6 +312,26 @@ def parse_args(argv=None) -> argparse.Namespace:
     return args
 
 
+def compile_ratio_main(args, device, dtypes: list[str], clock, hardware: str) -> list[dict]:
+    args.warmup = args.warmup if args.warmup is not None else 2  # after the timed first call (which compiles)
+    rows = []
+    for dtype in dtypes:
+        autocast_dtype = torch.bfloat16 if dtype == "bf16" else None
+        rows += run_compile_ratio(args, device, autocast_dtype, dtype, clock)
+    print("\n" + format_compile_rows(rows))
+    append_json(args, "distill_compile", hardware, rows)
+    return rows
+
+
+def append_json(args, bench: str, hardware: str, rows: list[dict]) -> None:
+    """With --json, append each row as a JSON line, with what was run."""
+    if args.json:
+        with args.json.open("a") as f:
+            for row in rows:
+                f.write(json.dumps({"bench": bench, "device": hardware, "student": args.student,
+                                    "teacher": args.teacher, "batch": args.batch_size, **row}) + "\n")
+
+
 def main(argv=None) -> list[dict]:
     args = parse_args(argv)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -272,6 +349,8 @@ def main(argv=None) -> list[dict]:
     print(f"# {hardware}, torch {torch.__version__}; {' '.join(sys.argv)}\n# student {args.student}, teacher "
           f"{args.teacher}, batch {args.batch_size}, {args.repeats} repeats x {args.steps} steps, {args.clock} clock",
           flush=True)
+    if args.compile_ratio:
+        return compile_ratio_main(args, device, dtypes, clock, hardware)
     rows = []
     for dtype in dtypes:
         for compile_mode in compiles:
@@ -282,11 +361,7 @@ def main(argv=None) -> list[dict]:
             rows += run_variant(variant, device, autocast_dtype, label, clock)
             print(format_rows(rows[-len(args.only):]), flush=True)
     print("\n" + format_rows(rows))
-    if args.json:
-        with args.json.open("a") as f:
-            for row in rows:
-                f.write(json.dumps({"bench": "distill", "device": hardware, "student": args.student,
-                                    "teacher": args.teacher, "batch": args.batch_size, **row}) + "\n")
+    append_json(args, "distill", hardware, rows)
     return rows
 
 

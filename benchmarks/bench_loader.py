@@ -6,7 +6,7 @@ batches) vs step images/s.
     python benchmarks/bench_loader.py --dry-run                            # 48 tiny synthetic JPEGs (CI)
 
 The loader is hf_deit's map-style pipeline (`build_datasets` on an ImageNet-layout folder: decode + the DeiT
-training transform in DataLoader workers, `DeiTCollator`) with its default float batches and with
+training transform in DataLoader workers, `DeiTCollator`) with its default float batches (PIL), with
 `--uint8_batches` (workers stop before normalisation and erasing; `DeviceFinish` does them in the step, timed
 here too), and with `--device_augment` (workers only read the files; `DeviceAugment` decodes (nvjpeg on CUDA) and
 augments each batch on the device, timed as the finish). On CUDA each batch is copied to the device from pinned
@@ -80,6 +80,10 @@ def loader_rate(dataset, workers: int, batch_size: int, device: torch.device, fi
     return count / elapsed, 1000 * finish_seconds / max(count, 1)
 
 
+# Data paths: the flags of DataArguments that choose where decoding and augmentation happen.
+PATHS = {"float32": {}, "uint8": {"uint8_batches": True}, "device": {"device_augment": True}}
+
+
 def measure(args, folder: Path, device: torch.device) -> list[dict]:
     import datasets
 
@@ -87,16 +91,19 @@ def measure(args, folder: Path, device: torch.device) -> list[dict]:
 
     datasets.disable_progress_bars()
     rows = []
-    for kind in ("float32", "uint8", "device"):
+    for path in args.paths:
+        flags = PATHS[path]
+        if not set(flags) <= set(DataArguments.__dataclass_fields__):
+            print(f"# {path}: skipped, this hf_deit's DataArguments has no {', '.join(flags)} flag yet")
+            continue
         data_args = DataArguments(dataset_name=str(folder), train_split="validation", image_size=args.image_size,
-                                  repeated_aug=1, uint8_batches=kind == "uint8", device_augment=kind == "device",
-                                  data_cache_dir=args.cache_dir)
+                                  repeated_aug=1, data_cache_dir=args.cache_dir, **flags)
         dataset = build_datasets(data_args, do_eval=False).train_dataset
-        finish = build_device_augment(data_args) if kind == "device" else build_device_finish(data_args)
+        finish = build_device_augment(data_args) if path == "device" else build_device_finish(data_args)
         for workers in args.workers:
             runs = [loader_rate(dataset, workers, args.batch_size, device, finish) for _ in range(args.repeats)]
             rate = statistics.median(r[0] for r in runs)
-            rows.append({"batches": kind, "workers": workers, "loader_images_per_s": rate,
+            rows.append({"batches": path, "workers": workers, "loader_images_per_s": rate,
                          "per_worker": rate / max(workers, 1),
                          "finish_ms_per_image": statistics.median(r[1] for r in runs)})
     return rows
@@ -125,6 +132,8 @@ def main(argv=None) -> list[dict]:
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--workers", type=int, nargs="+", default=[2])
     parser.add_argument("--repeats", type=int, default=3, help="passes per configuration (median)")
+    parser.add_argument("--paths", nargs="+", choices=list(PATHS), default=list(PATHS),
+                        help="data paths to time; one whose flag DataArguments lacks is skipped with a note")
     parser.add_argument("--step-images-per-s", type=float, default=None, help="the training step's rate to compare")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--json", type=Path, default=None, help="append the rows as JSON lines to this file")

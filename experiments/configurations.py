@@ -3,6 +3,7 @@ that says which regularisers every run uses."""
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -93,6 +94,22 @@ class TableArguments:
     output_dir: str = field(default="runs/reproduce_table", metadata={"help": "Runs, data subset and caches."})
     docs_dir: str = field(default=str(REPO_ROOT / "docs"), metadata={"help": "Where results.md + PNG + json go."})
     overwrite: bool = field(default=False, metadata={"help": "Re-train runs whose result.json exists."})
+    device_augment: bool = field(
+        default=False,
+        metadata={"help": "hf_deit's runs use the GPU data path (DataArguments.device_augment: decode and augment "
+                          "on the device) when this hf_deit has it; ignored with a note when it does not. The CNN "
+                          "teacher (train_teacher.py) and timm's peer keep the CPU path."},
+    )
+    gpu_h200: bool = field(
+        default=False,
+        metadata={"help": "The table on the full CIFAR-10 training set at a budget sized to about 8 minutes on one "
+                          "H200 (benchmarks/gpu_check.sh --stages table; the estimate is in docs/benchmarks.md): "
+                          "5,000 train / 200 test images per class, width-192 depth-6 students for 4 epochs, a 288x6 "
+                          "transformer teacher, resnet18 for 8 epochs, batch 256, the first two seeds, DataLoader "
+                          "workers on all cores but one, --device_augment, and the cached-teacher row added last. "
+                          "Overrides those settings above; --smoke on top shrinks the same configuration to a quick "
+                          "check."},
+    )
     smoke: bool = field(
         default=False,
         metadata={"help": "Tiny budget for a quick check of every configuration: 10 train / 5 eval images per class, "
@@ -101,6 +118,8 @@ class TableArguments:
     )
 
     def __post_init__(self) -> None:
+        if self.gpu_h200:
+            self.apply_gpu_h200()
         if self.smoke:
             self.train_per_class, self.eval_per_class, self.epochs, self.teacher_epochs = 10, 5, 1, 1
             self.hidden_size, self.num_hidden_layers, self.num_attention_heads, self.batch_size = 32, 1, 2, 50
@@ -118,6 +137,23 @@ class TableArguments:
         if (self.hidden_size % self.num_attention_heads
                 or self.teacher_vit_hidden_size % self.teacher_vit_num_attention_heads):
             raise ValueError("hidden sizes must be divisible by their numbers of heads")
+
+    def apply_gpu_h200(self) -> None:
+        """The --gpu_h200 budget, sized by benchmarks/size_gpu_table.py (docs/benchmarks.md, "The table on a GPU").
+        The data loader sets the pace on a GPU: at 32 px a width-192 depth-6 student costs about 1 GFLOP per training
+        image, so an epoch of 50,000 images is about 2 s of fp32 compute, while hf_deit's loader prepares 500-680
+        CIFAR images/s per CPU core (measured on the 2-core dev machine), 5-7 s per epoch with 15 workers. The
+        teachers once, 7 students x 2 seeds x 4 epochs: 68 passes over the training images, 7-9.5 minutes with
+        start-up. The page is rewritten after every run, so a cut loses the last rows (the cached teacher's)."""
+        self.train_per_class, self.eval_per_class = 5000, 200
+        self.hidden_size, self.num_hidden_layers, self.num_attention_heads = 192, 6, 3
+        self.teacher_vit_hidden_size, self.teacher_vit_num_hidden_layers = 288, 6
+        self.teacher_vit_num_attention_heads = 6
+        self.epochs, self.teacher_epochs, self.batch_size, self.seeds = 4, 8, 256, self.seeds[:2]
+        self.num_workers = max(0, min(15, (os.cpu_count() or 1) - 1))
+        if "hard_token_cached" not in self.configurations:  # the cache's row last: the first one a cut loses
+            self.configurations = [*self.configurations, "hard_token_cached"]
+        self.device_augment = True
 
 
 def with_teachers(names: list[str]) -> list[str]:

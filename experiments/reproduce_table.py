@@ -6,6 +6,8 @@ Run from the repository root (hf_deit installed, e.g. `pip install -e .`):
     python -m experiments.reproduce_table --dataset_name ../shared/data/cifar10 --output_dir runs/reproduce_table
     # a tiny smoke run of every configuration (about a minute; what tests/test_reproduce_table.py runs)
     python -m experiments.reproduce_table --smoke --output_dir /tmp/table_smoke --docs_dir /tmp/table_smoke/docs
+    # all 50,000 CIFAR-10 training images, sized for about 8 minutes on one H200 (gpu_check.sh's table stage)
+    python -m experiments.reproduce_table --gpu_h200 --dataset_name ../shared/data/cifar10 --output_dir runs/gpu_table
     # a full CIFAR-10 run on a GPU (all 5,000 train / 1,000 test images per class)
     python -m experiments.reproduce_table --train_per_class 5000 --eval_per_class 1000 --epochs 100 \
         --teacher_epochs 60 --hidden_size 192 --num_hidden_layers 12 --output_dir runs/reproduce_table_full

@@ -52,10 +52,18 @@ def balanced_subset(args: TableArguments) -> Path:
     return dest
 
 
-def data_arguments(args: TableArguments, folder: Path) -> DataArguments:
+def data_arguments(args: TableArguments, folder: Path, device_augment: bool | None = None) -> DataArguments:
+    """hf_deit's data settings of the table; `device_augment` (default: args.device_augment) only where DataArguments
+    has the field (the GPU data path); timm's peer passes False."""
+    device_augment = args.device_augment if device_augment is None else device_augment
+    extra = {}
+    if device_augment and "device_augment" in DataArguments.__dataclass_fields__:
+        extra["device_augment"] = True
+    elif device_augment:
+        print("[data] this hf_deit has no DataArguments.device_augment: the CPU data path is used")
     return DataArguments(
         dataset_name=str(folder), eval_split=args.eval_split, image_size=args.image_size,
-        data_cache_dir=str(Path(args.output_dir) / "cache"), **regularisers(args)["data"],
+        data_cache_dir=str(Path(args.output_dir) / "cache"), **regularisers(args)["data"], **extra,
     )
 
 
@@ -187,7 +195,7 @@ def run_one(args: TableArguments, name: str, seed: int, data_args: DataArguments
     if name == "teacher_cnn":
         result = train_cnn_teacher(args, data_args, run_dir)
     elif configuration.role == "peer":
-        result = train_timm_peer(args, configuration, data(), data_args, run_dir, seed)
+        result = train_timm_peer(args, configuration, data(peer=True), data_args, run_dir, seed)
     else:
         result = train_hf_deit(args, name, data(), data_args, run_dir, seed)
     result.update(name=name, label=configuration.label, role=configuration.role,
@@ -225,9 +233,15 @@ def summarize(seed_runs: list[dict]) -> dict:
 def run_all(args: TableArguments, on_result=None) -> list[dict]:
     """Every configuration of `args`, in order; `on_result(results so far)` after each (the page is rewritten then,
     so that a run cut short still leaves a page of what finished)."""
-    data_args = data_arguments(args, balanced_subset(args))
-    # The datasets, built on the first in-process run (not for a CNN teacher only) and shared by all of them.
-    data = functools.cache(lambda: tuple(build_datasets(data_args, seed=args.seeds[0])))
+    folder = balanced_subset(args)
+    data_args, peer_args = data_arguments(args, folder), data_arguments(args, folder, device_augment=False)
+    # The datasets, built on the first in-process run (not for a CNN teacher only) and shared by all of them; timm's
+    # peer reads float batches, so it gets its own when hf_deit's runs use the GPU data path.
+    @functools.cache
+    def data(peer: bool = False) -> tuple:
+        if peer and peer_args == data_args:
+            return data(False)  # the same settings: the same datasets
+        return tuple(build_datasets(peer_args if peer else data_args, seed=args.seeds[0]))
 
     # What a finished run must have been trained with to be reused (not where it is, nor which others run).
     where = ("configurations", "output_dir", "docs_dir", "overwrite", "seeds")

@@ -77,8 +77,13 @@ def run_teacher(teacher: FrozenTeacher, pixel_values: torch.Tensor, inference_mo
     inference_mode skips autograd's bookkeeping that no_grad still does (version counters, view tracking). Its
     outputs may not be saved for backward, and the loss's backward saves the teacher's soft targets: the logits
     (batch x classes, a few kB) are cloned into a normal tensor on the way out.
+
+    Inside torch.compile (a step compiled whole, teacher included) the teacher runs under no_grad instead:
+    compiling an inference_mode region that expands a parameter (a ViT teacher's cls token) fails in torch 2.14
+    with "Cannot set version_counter for inference tensor" (pytorch/pytorch#180823), and a compiled graph keeps no
+    autograd bookkeeping for inference_mode to skip. The logits are the same (tests/test_compile.py).
     """
-    if not inference_mode:
+    if not inference_mode or torch.compiler.is_compiling():
         return teacher(pixel_values)
     with torch.inference_mode():
         logits = teacher(pixel_values)
