@@ -126,7 +126,7 @@ def build_models(seed: int = 0):
     import timm
 
     from hf_deit import load_teacher
-    from hf_deit.distillation.trainer import prepare_student
+    from hf_deit.distillation.student import prepare_student
 
     torch.manual_seed(seed)
     student = prepare_student("deit_tiny_distilled_patch16_224", num_labels=NUM_LABELS, drop_path_rate=0.1, **TINY)

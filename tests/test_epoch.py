@@ -122,7 +122,7 @@ def test_a_stream_of_unknown_size_needs_its_size_or_max_steps(tmp_path):
 
 def _tiny_trainer(tmp_path, **overrides):
     from hf_deit import DeiTTrainingArguments, DistillationTrainer
-    from hf_deit.distillation.trainer import prepare_student
+    from hf_deit.distillation.student import prepare_student
 
     model = prepare_student("deit_tiny_distilled_patch16_224", num_labels=3, image_size=32, patch_size=16,
                             hidden_size=32, num_hidden_layers=1, num_attention_heads=2)
