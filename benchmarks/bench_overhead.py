@@ -157,7 +157,7 @@ def make_trainer(variant: str, args, make_student, teacher, dataset, output_dir:
     if variant in ("ours", "bare distill"):
         training_args = DeiTTrainingArguments(
             **common_arguments(args, output_dir), distillation_type="hard", teacher_name_or_path=None,
-            mixup=0.0, cutmix=0.0, scale_lr=False, warmup_epochs=0.0,
+            mixup=0.0, cutmix=0.0, warmup_epochs=0.0, model_ema_decay=0.0,  # the bare loop keeps no EMA
         )
         trainer = DistillationTrainer(model=make_student(), args=training_args, teacher=teacher, train_dataset=dataset)
     else:

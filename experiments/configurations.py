@@ -177,8 +177,11 @@ def regularisers(args: TableArguments) -> dict[str, dict[str, Any]]:
     DeiTTrainingArguments and train_teacher.py's MixupArguments flags; label smoothing is LABEL_SMOOTHING, passed as
     DeiTTrainingArguments' label_smoothing_factor, train_teacher.py's --label_smoothing and timm's peer's criterion)
     and "model" (stochastic depth: DeiTConfig and timm's peer). The only function that says where they go."""
+    # --device_augment (the GPU preset) has no colour jitter, which timm applies when RandAugment is off: that
+    # preset turns it off for every run, so that its rows stay comparable with each other.
+    jitter = {"color_jitter": 0.0} if getattr(args, "device_augment", False) else {}
     return {
-        "data": dict(auto_augment="none", reprob=0.0, repeated_aug=1),
+        "data": dict(auto_augment="none", reprob=0.0, repeated_aug=1, **jitter),
         "mixing": dict(mixup=0.0, cutmix=0.0),
         "model": dict(drop_path_rate=args.drop_path_rate),
     }
