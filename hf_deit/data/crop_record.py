@@ -8,8 +8,8 @@ subclasses below, built from the originals' public attributes, so that each call
 call the parent's `get_params` / one `torch.rand` per flip), so the augmented images are unchanged bit for bit.
 
 What this relies on (docs/architecture.md, pinned by tests/test_trainer_hooks.py): the crops' own `__call__` /
-`forward` ask `self.get_params(...)` for the box, once per call, as timm and torchvision do; overriding it is the
-hook those classes offer for this (torchvision documents `get_params` as the place the box is drawn).
+`forward` ask `self.get_params(...)` (their public method that draws the box) for the box, once per call, as timm
+and torchvision do today.
 
 The box is (x0, y0, x1, y1) in fractions of the image the crop was taken from (the whole decoded image: a Resize
 before the crop keeps fractions). A padded crop (CIFAR's reflect-padded RandomCrop) can reach outside [0, 1].
