@@ -50,11 +50,25 @@ def _padding(padding: Any) -> tuple[int, int, int, int]:
     return tuple(padding)  # type: ignore[return-value]
 
 
-class _RecordsCropBox:
-    """Mixin for a random crop class: its `get_params` (a static method upstream) draws as the parent's does and
-    writes the box, as fractions of the unpadded image, to `self.crop_record`."""
+class _Recording:
+    """Mixin: `like(original, record)` builds the recording subclass from the original's public attributes."""
 
     crop_record: CropRecord
+
+    @staticmethod
+    def arguments_of(original: Any) -> tuple:
+        raise NotImplementedError
+
+    @classmethod
+    def like(cls, original: Any, record: CropRecord) -> Any:
+        recording = cls(*cls.arguments_of(original))
+        recording.crop_record = record
+        return recording
+
+
+class _RecordsCropBox(_Recording):
+    """Mixin for a random crop class: its `get_params` (a static method upstream) draws as the parent's does and
+    writes the box, as fractions of the unpadded image, to `self.crop_record`."""
 
     def get_params(self, image: Any, *args: Any) -> tuple[int, int, int, int]:  # type: ignore[override]
         top, left, height, width = super().get_params(image, *args)  # type: ignore[misc]
@@ -72,45 +86,42 @@ class _RecordsCropBox:
 class RecordingRandomResizedCropAndInterpolation(_RecordsCropBox, RandomResizedCropAndInterpolation):
     """timm's RandomResizedCropAndInterpolation (the DeiT recipe's crop) that records its box."""
 
+    @staticmethod
+    def arguments_of(crop: RandomResizedCropAndInterpolation) -> tuple:
+        return crop.size, crop.scale, crop.ratio
+
     @classmethod
-    def like(cls, crop: RandomResizedCropAndInterpolation, record: CropRecord) -> RecordingRandomResizedCropAndInterpolation:
-        recording = cls(crop.size, scale=crop.scale, ratio=crop.ratio)
+    def like(cls, crop: RandomResizedCropAndInterpolation, record: CropRecord) -> Any:
+        recording = super().like(crop, record)
         recording.interpolation = crop.interpolation  # already parsed (a mode, or the list 'random' draws from)
-        recording.crop_record = record
         return recording
 
 
 class RecordingRandomResizedCrop(_RecordsCropBox, transforms.RandomResizedCrop):
     """torchvision's RandomResizedCrop that records its box."""
 
-    @classmethod
-    def like(cls, crop: transforms.RandomResizedCrop, record: CropRecord) -> RecordingRandomResizedCrop:
-        recording = cls(crop.size, crop.scale, crop.ratio, crop.interpolation, crop.antialias)
-        recording.crop_record = record
-        return recording
+    @staticmethod
+    def arguments_of(crop: transforms.RandomResizedCrop) -> tuple:
+        return crop.size, crop.scale, crop.ratio, crop.interpolation, crop.antialias
 
 
 class RecordingRandomCrop(_RecordsCropBox, transforms.RandomCrop):
     """torchvision's RandomCrop (CIFAR's reflect-padded crop) that records its box in the unpadded image."""
 
-    @classmethod
-    def like(cls, crop: transforms.RandomCrop, record: CropRecord) -> RecordingRandomCrop:
-        recording = cls(crop.size, crop.padding, crop.pad_if_needed, crop.fill, crop.padding_mode)
-        recording.crop_record = record
-        return recording
+    @staticmethod
+    def arguments_of(crop: transforms.RandomCrop) -> tuple:
+        return crop.size, crop.padding, crop.pad_if_needed, crop.fill, crop.padding_mode
 
     def _box_padding(self) -> tuple[int, int, int, int]:
         return _padding(self.padding)
 
 
-class RecordingHorizontalFlip(transforms.RandomHorizontalFlip):
+class RecordingHorizontalFlip(_Recording, transforms.RandomHorizontalFlip):
     """torchvision's RandomHorizontalFlip (same draw: one torch.rand per call) that records whether it flipped."""
 
-    @classmethod
-    def like(cls, flip: transforms.RandomHorizontalFlip, record: CropRecord) -> RecordingHorizontalFlip:
-        recording = cls(flip.p)
-        recording.crop_record = record
-        return recording
+    @staticmethod
+    def arguments_of(flip: transforms.RandomHorizontalFlip) -> tuple:
+        return (flip.p,)
 
     def forward(self, img: Any) -> Any:
         flipped = bool(torch.rand(1) < self.p)
