@@ -155,8 +155,8 @@ def _class_members(node: ast.ClassDef) -> set[str]:
             targets = statement.targets if isinstance(statement, ast.Assign) else [statement.target]
             members.update(target.id for target in targets if isinstance(target, ast.Name))
     for inner in ast.walk(node):  # self.x = ... in its methods
-        if isinstance(inner, ast.Attribute) and isinstance(inner.ctx, ast.Store) and getattr(inner.value, "id", "") == "self":
-            members.add(inner.attr)
+        if isinstance(inner, ast.Attribute) and isinstance(inner.ctx, ast.Store):
+            members.update([inner.attr] if getattr(inner.value, "id", "") == "self" else [])
     return members
 
 
@@ -197,11 +197,11 @@ def _flags(trees: list[ast.AST], classes: dict[str, ast.ClassDef]) -> set[str]:
         if function == "HfArgumentParser":
             groups.update(name.id for arg in node.args for name in ast.walk(arg) if isinstance(name, ast.Name))
         elif function == "add_argument":
-            flags.update(arg.value for arg in node.args if isinstance(arg, ast.Constant) and str(arg.value).startswith("--"))
+            flags.update(a.value for a in node.args if isinstance(a, ast.Constant) and str(a.value).startswith("--"))
     for group in groups:
         for name, defaults_true in _dataclass_fields(group, classes).items():
-            spellings = [name, f"no_{name}"] if defaults_true else [name]
-            flags |= {f"--{spelling}" for spelling in spellings} | {f"--{spelling.replace('_', '-')}" for spelling in spellings}
+            for spelling in [name, f"no_{name}"] if defaults_true else [name]:
+                flags |= {f"--{spelling}", f"--{spelling.replace('_', '-')}"}
     return flags
 
 
@@ -297,13 +297,15 @@ def doc_pages() -> list[Path]:
 
 def test_docs_name_only_symbols_fields_and_columns_the_code_has():
     index = code_index()
-    unknown = [f"{page.relative_to(REPO)}: {name}" for page in doc_pages() for name in unknown_names(page.read_text(), index)]
+    found = {page.relative_to(REPO).as_posix(): unknown_names(page.read_text(), index) for page in doc_pages()}
+    unknown = {page: names for page, names in found.items() if names}
     assert not unknown, f"docs name symbols, fields or columns our code does not have: {unknown}"
 
 
 def test_docs_name_only_flags_our_parsers_take():
     index = code_index()
-    unknown = [f"{page.relative_to(REPO)}: {flag}" for page in doc_pages() for flag in unknown_flags(page.read_text(), index)]
+    found = {page.relative_to(REPO).as_posix(): unknown_flags(page.read_text(), index) for page in doc_pages()}
+    unknown = {page: names for page, names in found.items() if names}
     assert not unknown, f"docs name command-line flags that no parser of ours takes: {unknown}"
 
 
