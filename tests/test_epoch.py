@@ -19,7 +19,7 @@ from torch.utils.data import BatchSampler
 
 from hf_deit.data import DataArguments, EpochLoader, RepeatAugBatchOrder, batches_per_epoch, samples_per_epoch
 from hf_deit.data.epoch import LAP_EPOCH_STRIDE, record_stream_size
-from hf_deit.distillation.trainer import _stream_max_steps
+from hf_deit.distillation.setup import _stream_max_steps
 
 IMAGENET_TRAIN_SIZE = 1_281_167
 ROOT = Path(__file__).resolve().parents[1]
