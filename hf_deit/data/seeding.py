@@ -54,10 +54,10 @@ _SPARE_NUMPY = np.random.MT19937(0)  # the bit generator images are seeded in, p
 def _set_aside_numpy_state() -> Callable[[], None]:
     """Put `_SPARE_NUMPY` in the place of numpy's global bit generator and return the function that puts the global
     one back as it was. Saving and restoring numpy's state copies 624 words one by one (about 145 us); a swap
-    (np.random.set_bit_generator) leaves the global generator untouched. The swap drops the legacy cached Gaussian
-    (np.random.normal draws them in pairs; timm's Mixup draws np.random.beta, which uses them): the state is read once
-    to know it, and written back only when there was one. A global generator that is not an MT19937, or a nested
-    block (the spare is already in place), gets its state copied and written back instead."""
+    (np.random.set_bit_generator) leaves the global generator untouched. The swap drops numpy's cached Gaussian
+    (np.random.normal and the legacy draws built on it make Gaussians in pairs and keep the second): the state is
+    read once to know it, and written back only when there was one. A global generator that is not an MT19937, or a
+    nested block (the spare is already in place), gets its state copied and written back instead."""
     outer = np.random.get_bit_generator() if hasattr(np.random, "get_bit_generator") else None
     if type(outer) is not np.random.MT19937 or outer is _SPARE_NUMPY:
         state = np.random.get_state(legacy=False)
