@@ -1,4 +1,4 @@
-"""Per-image augmentation seeds for a tenth of the host time, with the same numbers (hf_deit/data/seeding.py).
+"""Per-image augmentation seeds for a seventh of the host time, with the same numbers (hf_deit/data/seeding.py).
 
 The batched path (global RNG states saved and restored once per batch: `SeededAugmentation.__getitems__`, the batched
 stream map) is compared with the per-image path it replaced, kept below verbatim as the reference: the same pixels,
@@ -67,7 +67,8 @@ class ReferenceSeededStreamTransform:
 
 
 def reference_map_seeded(dataset, transform, seed, remove_columns):
-    return dataset.map(ReferenceSeededStreamTransform(transform, seed), with_indices=True, remove_columns=remove_columns)
+    transform = ReferenceSeededStreamTransform(transform, seed)
+    return dataset.map(transform, with_indices=True, remove_columns=remove_columns)
 
 
 # --- what is compared ----------------------------------------------------------------------------------------------

@@ -19,8 +19,8 @@ derived from where it sits in the run, and the global RNGs are put back afterwar
 The global states are saved once per batch and restored after it (`reseeding`), not around each image: the code
 that runs between batches (drop path, Mixup) is the only other code that draws, and each image's seeding resets
 all three RNGs entirely. Every image sees the same streams and the code after a batch the same states as with
-`seeded_rngs` around each image (tests/test_seeding.py compares both bit for bit), for about a tenth of the host
-time (docs/benchmarks.md, host overhead).
+`seeded_rngs` around each image (tests/test_seeding.py compares both bit for bit), for about a seventh of the host
+time (0.26 ms instead of 2.1 per batch of 8 images here: docs/benchmarks.md, host overhead).
 """
 
 from __future__ import annotations
@@ -39,8 +39,8 @@ from .seed_words import seed_words
 
 
 def _reseed(*key: int) -> None:
-    """Seed `random`, `numpy.random` and torch's CPU generator from `key`. Each seeding resets its RNG entirely (Python's
-    and numpy's cached Gaussians included), so what was drawn before does not matter. The three seeds are
+    """Seed `random`, `numpy.random` and torch's CPU generator from `key`. Each seeding resets its RNG entirely
+    (Python's and numpy's cached Gaussians included), so what was drawn before does not matter. The three seeds are
     `np.random.SeedSequence([k & 0xFFFFFFFF for k in key]).generate_state(3, np.uint32)`, computed without numpy."""
     python_seed, numpy_seed, torch_seed = seed_words(key)
     random.seed(python_seed)
