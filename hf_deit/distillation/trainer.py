@@ -47,6 +47,7 @@ from .arguments import DeiTTrainingArguments
 from .callbacks import EmaCallback, FiniteWeightsCallback, StreamPositionCallback, check_finite_weights
 from .checkpoints import STREAM_STATE_NAME, check_checkpoint, check_checkpoint_keys
 from .fast_paths import run_teacher, sdpa_context
+from .flops import CachedFloatingPointOps  # the Trainer counts parameters every step otherwise
 from .losses import DistillationLoss
 from .metrics import compute_topk_metrics, topk_predictions
 from .mixing import LambdaRecordingMixup, build_mixup, mix_batch
@@ -61,7 +62,7 @@ from .teacher_setup import resolve_teacher
 logger = logging.getLogger(__name__)
 
 
-class DistillationTrainer(Trainer):
+class DistillationTrainer(CachedFloatingPointOps, Trainer):
     """`transformers.Trainer` that distils a DeiT student from a frozen teacher (Touvron et al. 2021).
 
     Args (besides the Trainer's):
