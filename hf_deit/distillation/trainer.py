@@ -13,6 +13,7 @@ What each part does lives elsewhere; the trainer wires them into transformers' p
   * monitor.py: loss parts and non-finite values watched on the device, read at logging steps only;
   * callbacks.py: EMA weights, a stream's position, finite checkpoints; run_folder.py: the output folder's lock,
     run id and complete checkpoints; recipe.py / schedule.py: the optimizer groups and the paper's schedule;
+    flops.py: transformers' per-step FLOP count with the parameters counted once;
   * hf_deit.data.sampling: the paper's epoch and per-image augmentation seeds of map-style data; hf_deit.data.epoch:
     a stream of known size cut into epochs.
 docs/architecture.md says where each piece of training state lives and who writes it.
@@ -47,7 +48,7 @@ from .arguments import DeiTTrainingArguments
 from .callbacks import EmaCallback, FiniteWeightsCallback, StreamPositionCallback, check_finite_weights
 from .checkpoints import STREAM_STATE_NAME, check_checkpoint, check_checkpoint_keys
 from .fast_paths import run_teacher, sdpa_context
-from .flops import CachedFloatingPointOps  # the Trainer counts parameters every step otherwise
+from .flops import CachedFloatingPointOps
 from .losses import DistillationLoss
 from .metrics import compute_topk_metrics, topk_predictions
 from .mixing import LambdaRecordingMixup, build_mixup, mix_batch
@@ -103,8 +104,8 @@ class DistillationTrainer(CachedFloatingPointOps, Trainer):
             kl_reduction=args.distillation_kl_reduction,
         )
         self.teacher, self.teacher_source = resolve_teacher(teacher, args, model, processing_class, self.train_dataset)
-        if self.teacher is not None and not isinstance(self.teacher, CachedTeacher):  # device + autocast, no DDP
-            self.teacher = self.accelerator.prepare_model(self.teacher, evaluation_mode=True)
+        if self.teacher is not None and not isinstance(self.teacher, CachedTeacher):  # device + autocast, no DDP:
+            self.teacher = self.accelerator.prepare_model(self.teacher, evaluation_mode=True)  # as TRL's teachers
         self.mixup = build_mixup(args, model.config.num_labels, args.label_smoothing_factor,  # a cached teacher mixes
                                  record_lambda=isinstance(self.teacher, CachedTeacher))  # its logits as the images
         self.device_finish = build_device_finish(data_args)  # uint8 batches (--uint8_batches)
@@ -269,7 +270,6 @@ class DistillationTrainer(CachedFloatingPointOps, Trainer):
             if self.args.should_save and self.ema is not None:  # the final model: its EMA weights kept beside it
                 self.ema.save(output_dir or self.args.output_dir)
 
-    # --- evaluation and publishing ----------------------------------------------------------------------------
     def evaluate(self, eval_dataset=None, ignore_keys=None, metric_key_prefix: str = "eval") -> dict[str, float]:
         """Metrics of the model (`eval_loss`, `eval_{fused,cls,distillation}_top{1,5}`) and, with EMA on, of the
         EMA weights too (`eval_ema_*`)."""
@@ -284,8 +284,7 @@ class DistillationTrainer(CachedFloatingPointOps, Trainer):
         return metrics
 
     def prediction_step(self, model, inputs, prediction_loss_only, ignore_keys=None):
-        # The config tells plain Trainers to collect only the fused logits (keys_to_ignore_at_inference); per-head
-        # metrics need the two heads too, in the order of metrics.HEADS.
+        # The config tells plain Trainers to collect only the fused logits; per-head metrics need both heads too.
         return super().prediction_step(model, inputs, prediction_loss_only, ignore_keys or ["hidden_states", "attentions"])
 
     def create_model_card(self, **kwargs: Any) -> None:
