@@ -108,6 +108,7 @@ def _data_arguments(model: nn.Module, data_args: DataArguments | None) -> DataAr
     if data_args is None:
         size, crop = getattr(config, "image_size", 224), getattr(config, "crop_pct", None)
         data_args = DataArguments(dataset_name="<given datasets>", image_size=size, eval_crop_pct=crop)
+        data_args.assumed = True  # not given: the model card reports no dataset or augmentation from it
         logger.warning(
             "No data_args: the trainer assumes DataArguments' defaults (repeated augmentation x%d for map-style "
             "data, no uint8 or device batches); pass the DataArguments the datasets were built with.",

@@ -288,12 +288,12 @@ class DistillationTrainer(CachedFloatingPointOps, Trainer):
         return super().prediction_step(model, inputs, prediction_loss_only, ignore_keys or ["hidden_states", "attentions"])
 
     def create_model_card(self, **kwargs: Any) -> None:
-        """README.md (+ training_curves.png): the run's facts (hf_deit.distillation.card_facts) rendered by
-        hf_deit.hub.model_card's template."""
+        """README.md (+ training_curves.png): the run's facts (card_facts) rendered by hub.model_card's template."""
         if self.is_world_process_zero():
             from .card_facts import model_card_from_trainer
 
-            card = model_card_from_trainer(self, self.data_args, self.teacher_source)
+            data_args = None if getattr(self.data_args, "assumed", False) else self.data_args  # setup's defaults
+            card = model_card_from_trainer(self, data_args, self.teacher_source)
             card.save(os.path.join(self.args.output_dir, "README.md"))
 
 
