@@ -70,7 +70,7 @@ def build_pair(args, device: torch.device) -> tuple[torch.nn.Module, torch.nn.Mo
     import timm
 
     from hf_deit import to_timm
-    from hf_deit.distillation.trainer import prepare_student
+    from hf_deit.distillation.student import prepare_student
 
     overrides = DRY_RUN if args.dry_run else {"image_size": args.image_size}
     torch.manual_seed(args.seed)

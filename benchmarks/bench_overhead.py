@@ -11,7 +11,7 @@ so that the host's Python work, not the arithmetic, decides the step time. Every
 same in-memory dataset (no DataLoader workers), and the optimizer and schedule the Trainer builds (AdamW, fused as
 transformers' default on torch >= 2.8; weight-decay groups; cosine) with the same --max-grad-norm:
 
-  ours                    DistillationTrainer, hard distillation, DeiTTrainingArguments' defaults (Mixup off)
+  ours                    DistillationTrainer, hard distillation, DeiTTrainingArguments' defaults (Mixup, EMA off)
   bare distill            a plain loop: batch -> run_teacher -> student -> DistillationLoss -> backward -> [clip] ->
                           optimizer.step -> scheduler.step -> zero_grad
   hf Trainer, filter off  transformers.Trainer, the model's own loss (CE on both heads), logging_nan_inf_filter=False
@@ -126,7 +126,7 @@ def build_models(seed: int = 0):
     import timm
 
     from hf_deit import load_teacher
-    from hf_deit.distillation.trainer import prepare_student
+    from hf_deit.distillation.student import prepare_student
 
     torch.manual_seed(seed)
     student = prepare_student("deit_tiny_distilled_patch16_224", num_labels=NUM_LABELS, drop_path_rate=0.1, **TINY)
@@ -155,9 +155,11 @@ def make_trainer(variant: str, args, make_student, teacher, dataset, output_dir:
     from hf_deit import DeiTTrainingArguments, DistillationTrainer
 
     if variant in ("ours", "bare distill"):
+        # the bare loop's math: no Mixup, no EMA (the recipe's default); transformers' cosine, as the hf variants
         training_args = DeiTTrainingArguments(
             **common_arguments(args, output_dir), distillation_type="hard", teacher_name_or_path=None,
-            mixup=0.0, cutmix=0.0, warmup_epochs=0.0, model_ema_decay=0.0,  # the bare loop keeps no EMA
+            mixup=0.0, cutmix=0.0, warmup_epochs=0.0, lr_schedule="transformers",
+            model_ema_decay=0.0,  # the bare loop keeps no EMA
         )
         trainer = DistillationTrainer(model=make_student(), args=training_args, teacher=teacher, train_dataset=dataset)
     else:
@@ -324,7 +326,7 @@ def itemize(args, models, dataset, device, clock) -> list[tuple[str, float, floa
                                 torch.zeros(args.batch_size, NUM_LABELS))
         handler, state, control = trainer.callback_handler, trainer.state, trainer.control
         events = ("on_step_begin", "on_pre_optimizer_step", "on_optimizer_step", "on_step_end")
-        batch = args.batch_size
+        keys = [AugmentationKey(0, position, position) for position in range(args.batch_size)]  # one batch
         # (item, ours' call, the bare loop's counterpart or None, calls per step)
         items = [
             ("model.train() every step (Trainer.training_step)", model.train, None, 1),
@@ -335,8 +337,8 @@ def itemize(args, models, dataset, device, clock) -> list[tuple[str, float, floa
             ("accelerate's AcceleratedOptimizer.step: is_lomo_available() x2", is_lomo_available, None, 2),
             ("model.zero_grad() (Trainer) vs optimizer.zero_grad() (bare)", model.zero_grad,
              lambda: optimizer.optimizer.zero_grad(set_to_none=True), 1),
-            ("seeded augmentation: RNG save/seed/restore around each image (x batch)",
-             lambda: seeded[AugmentationKey(0, 3, 3)], lambda: dataset[3], batch),
+            ("seeded augmentation: RNG states saved and restored once per batch, each image seeded (the DataLoader's "
+             "__getitems__)", lambda: seeded.__getitems__(keys), lambda: [dataset[key.index] for key in keys], 1),
             ("_prepare_inputs (device moves of the batch dict)", lambda: trainer._prepare_inputs(inputs), None, 1),
             ("callbacks: " + ", ".join(events),
              lambda: [getattr(handler, event)(trainer.args, state, control) for event in events], None, 1),

@@ -53,7 +53,7 @@ def parse_args() -> argparse.Namespace:
 
 def build_trainer(args, teacher, data, data_args, output_dir):
     from hf_deit import DeiTTrainingArguments, DistillationTrainer
-    from hf_deit.distillation.trainer import prepare_student
+    from hf_deit.distillation.student import prepare_student
 
     torch.manual_seed(0)
     student = prepare_student(args.student, num_labels=1000, drop_path_rate=0.1)

@@ -39,6 +39,7 @@ from hf_deit import DeiTConfig, DeiTTrainingArguments, StudentArguments, build_s
 from hf_deit.data import DataArguments, build_datasets
 from hf_deit.distillation.recipe_cli import describe_run
 from hf_deit.distillation.run_folder import claim_output_dir
+from hf_deit.distillation.setup import check_launch, data_seed
 from hf_deit.distillation.storage import check_room, parameter_bytes
 from hf_deit.distillation.student import student_config
 from hf_deit.distillation.teacher import check_teacher_source, load_teacher
@@ -54,6 +55,7 @@ def check_before_data(student_args: StudentArguments, data_args: DataArguments, 
     it; and, once the labels are known, room on disk for a checkpoint of the student and the teacher's (or the
     cache's) class count. The flags themselves were checked when parsed (each
     dataclass' __post_init__). Returns the `check_labels` callback for build_datasets."""
+    check_launch(args)  # a launch the Trainer would see as one process: refused before the data, on every process
     if args.recipe == "finetune" and student_args.model_name_or_path is None:
         raise ValueError("--recipe finetune fine-tunes a checkpoint: give --model_name_or_path (e.g. a 224 model to "
                          "fine-tune at --image_size 384).")
@@ -105,13 +107,11 @@ def main() -> None:
 
     # No rank split here: with dispatch_batches off, accelerate gives each process whole shards of a stream
     # (`IterableDataset.shard`), and the trainer's (repeated-augmentation) sampler splits map-style data.
-    train_dataset, eval_dataset, labels = build_datasets(data_args, seed=training_args.seed, check_labels=check_labels)
+    # One data seed (--data_seed, else --seed) for streams here and map-style data in the trainer.
+    train_dataset, eval_dataset, labels = build_datasets(data_args, seed=data_seed(training_args), check_labels=check_labels)
     if training_args.should_log and hasattr(train_dataset, "__len__"):
         # What this run is, beside the paper's recipe (the same as `hf-deit recipe` prints before a run).
         print(describe_run(training_args, data_args, student_args, dataset_size=len(train_dataset)))
-    if data_args.streaming:
-        # Each rank reads its own shards; by default accelerate would have rank 0 read and split every batch.
-        training_args.accelerator_config.dispatch_batches = False
     # Seed before the student exists: the Trainer seeds only in its __init__, after the weights were drawn, so
     # the same command would start from different weights each run.
     set_seed(training_args.seed)

@@ -12,9 +12,9 @@ The output folder is timm's own Hub format (`timm.models.save_for_hf`): `model.s
 
 The recipe: AdamW from timm's `create_optimizer_v2` (no weight decay on norms and biases, as timm and the DeiT paper),
 transformers' cosine schedule after a linear warm-up, and hf_deit's data pipeline and augmentations; Mixup/CutMix
-and label smoothing are applied in the training step (`hf_deit.data.build_mixup` + `mix_batch`). All are
+and label smoothing are applied in the training step (`hf_deit.distillation.mixing`: `build_mixup` + `mix_batch`). All are
 switchable with flags, e.g. `--mixup 0 --cutmix 0 --repeated_aug 1 --auto_augment none` (Mixup/CutMix flags are
-`hf_deit.data.MixupArguments`, the same as examples/distill.py's; label smoothing is `--label_smoothing`).
+`hf_deit.distillation.mixing.MixupArguments`, the same as examples/distill.py's; label smoothing is `--label_smoothing`).
 """
 
 from __future__ import annotations
@@ -41,12 +41,10 @@ from hf_deit.data import (
     IMAGENET_STD,
     DataArguments,
     DeiTCollator,
-    MixupArguments,
     build_datasets,
-    build_mixup,
-    mix_batch,
     repeat_aug_sampler,
 )
+from hf_deit.distillation.mixing import MixupArguments, build_mixup, mix_batch
 
 # What eval_results.json (and experiments/reproduce_table.py's page) says of the optimizer.
 OPTIMIZER = "AdamW with no weight decay on norms and biases, from timm's create_optimizer_v2"

@@ -243,8 +243,8 @@ def analyze_cli(
     batch_size: int = 64,
     device: str | None = None,
 ) -> tuple[TokenAnalysis, dict[str, str]]:
-    """`hf-deit analyze`: load the model and the evaluation split (the student's evaluation transform), analyse,
-    write the files (default: <model_path>/analysis) and link them from the model's card when it has one."""
+    """`hf-deit analyze`: load the model and the evaluation split (preprocessed as the model's image processor does),
+    analyse, write the files (default: <model_path>/analysis) and link them from the model's card when it has one."""
     from torch.utils.data import DataLoader
 
     from .data import DataArguments, DeiTCollator, build_datasets
@@ -254,9 +254,11 @@ def analyze_cli(
     model = DeiTForImageClassification.from_pretrained(source.location)
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     model.to(device)
-    data_args = DataArguments(
-        dataset_name=data, eval_split=split, image_size=model.config.image_size, max_eval_samples=max_samples
-    )
+    # Preprocess as the model's image processor does (image_processor_for: its input size and its crop_pct), not
+    # with the data arguments' default crop.
+    config = model.config
+    data_args = DataArguments(dataset_name=data, eval_split=split, image_size=config.image_size,
+                              eval_crop_pct=config.crop_pct, max_eval_samples=max_samples)  # fmt: skip
     dataset = build_datasets(data_args, do_train=False).eval_dataset
     loader = DataLoader(dataset, batch_size=batch_size, collate_fn=DeiTCollator())
     frozen = load_teacher(teacher, num_labels=model.config.num_labels, device=device) if teacher else None

@@ -124,3 +124,33 @@ def test_analyze_command_on_a_saved_model(tmp_path, imagenet_photos):
     record = json.loads((tmp_path / "model" / "analysis" / "analysis.json").read_text())
     assert record["num_images"] == 6 and len(record["cosine_similarity"]) == 4
     assert "## Token analysis" in (tmp_path / "model" / "README.md").read_text()
+
+
+def test_analyze_preprocesses_as_the_models_image_processor(tmp_path, imagenet_photos, monkeypatch):
+    """The evaluation images reach the model as its saved image processor gives them: its size and its crop_pct
+    (0.5 here, far from the data arguments' default 0.875), not the data pipeline's defaults."""
+    from PIL import Image
+
+    from hf_deit import analysis, image_processor_for
+    from hf_deit.cli import main
+
+    data = tmp_path / "data"
+    photo = Image.open(imagenet_photos[0][0]).convert("RGB").resize((64, 48))  # not square: the crop shows
+    for index in range(4):
+        (data / "val" / f"class{index % 2}").mkdir(parents=True, exist_ok=True)
+        photo.save(data / "val" / f"class{index % 2}" / f"{index}.png")
+    model = tiny_distilled()
+    model.config.crop_pct = 0.5
+    model.save_pretrained(tmp_path / "model")
+    seen = []
+
+    def analyze_and_keep_the_pixels(model, loader, **kwargs):
+        seen.extend(batch["pixel_values"] for batch in loader)
+        return analyze_model(model, loader, **kwargs)
+
+    monkeypatch.setattr(analysis, "analyze_model", analyze_and_keep_the_pixels)
+    main(["analyze", str(tmp_path / "model"), str(data), "--split", "validation", "--device", "cpu"])
+    expected = image_processor_for(model.config, backend="pil")(photo, return_tensors="pt")["pixel_values"]
+    pixels = torch.cat(seen)
+    assert pixels.shape == (4, 3, 32, 32)
+    torch.testing.assert_close(pixels, expected.expand(4, -1, -1, -1), rtol=0, atol=1e-5)

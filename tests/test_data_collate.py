@@ -16,12 +16,10 @@ from hf_deit.data import (
     IMAGENET_STD,
     DataArguments,
     DeiTCollator,
-    MixupArguments,
-    build_mixup,
-    mix_batch,
     build_eval_transform,
     build_train_transform,
 )
+from hf_deit.distillation.mixing import MixupArguments, build_mixup, mix_batch
 from hf_deit.data.transforms import ToNormalizedTensor
 
 NUM_CLASSES = 10

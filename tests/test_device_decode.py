@@ -102,7 +102,7 @@ def test_datasets_collator_and_trainer_inputs_keep_images_encoded_on_the_host(jp
     """The collated batch holds an EncodedBatch that the Trainer's input preparation passes through untouched (bytes
     stay on the host, seeds stay ints), next to the labels and row keys it moves to the device."""
     from hf_deit import DeiTTrainingArguments, DistillationTrainer
-    from hf_deit.distillation.trainer import prepare_student
+    from hf_deit.distillation.student import prepare_student
 
     data_args = DataArguments(dataset_name=str(jpeg_folder), image_size=SIZE, device_augment=True, streaming=streaming,
                               shuffle_buffer_size=4)
@@ -126,7 +126,7 @@ def test_distillation_trainer_trains_on_device_augmented_batches(jpeg_folder, st
     import timm
 
     from hf_deit import DeiTTrainingArguments, DistillationTrainer, load_teacher
-    from hf_deit.distillation.trainer import prepare_student
+    from hf_deit.distillation.student import prepare_student
 
     data_args = DataArguments(dataset_name=str(jpeg_folder), image_size=SIZE, device_augment=True, streaming=streaming,
                               shuffle_buffer_size=4)

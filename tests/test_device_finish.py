@@ -76,7 +76,7 @@ def test_trainer_finishes_uint8_batches_like_the_worker_path(tmp_path):
     import timm
 
     from hf_deit import DeiTTrainingArguments, DistillationTrainer, load_teacher
-    from hf_deit.distillation.trainer import prepare_student
+    from hf_deit.distillation.student import prepare_student
 
     data_args = DataArguments(image_size=32, reprob=0.5, uint8_batches=True)  # Mixup/CutMix, smoothing: args' defaults
     torch.manual_seed(0)

@@ -19,7 +19,7 @@ from torch.utils.data import BatchSampler
 
 from hf_deit.data import DataArguments, EpochLoader, RepeatAugBatchOrder, batches_per_epoch, samples_per_epoch
 from hf_deit.data.epoch import LAP_EPOCH_STRIDE, record_stream_size
-from hf_deit.distillation.trainer import _stream_max_steps
+from hf_deit.distillation.setup import _stream_max_steps
 
 IMAGENET_TRAIN_SIZE = 1_281_167
 ROOT = Path(__file__).resolve().parents[1]
@@ -122,7 +122,7 @@ def test_a_stream_of_unknown_size_needs_its_size_or_max_steps(tmp_path):
 
 def _tiny_trainer(tmp_path, **overrides):
     from hf_deit import DeiTTrainingArguments, DistillationTrainer
-    from hf_deit.distillation.trainer import prepare_student
+    from hf_deit.distillation.student import prepare_student
 
     model = prepare_student("deit_tiny_distilled_patch16_224", num_labels=3, image_size=32, patch_size=16,
                             hidden_size=32, num_hidden_layers=1, num_attention_heads=2)

@@ -149,7 +149,7 @@ def test_teacher_optimizer_skips_norms_and_biases_and_schedule_is_cosine():
 
 
 def test_teacher_mixes_in_the_training_step():
-    from hf_deit.data import MixupArguments
+    from hf_deit.distillation.mixing import MixupArguments
 
     module = load_train_teacher()
     torch.manual_seed(0)

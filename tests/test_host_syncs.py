@@ -42,3 +42,34 @@ def test_device_type_filter():
     with count_host_syncs(device_type="cuda") as syncs:
         torch.tensor(1.0).item()  # a CPU tensor: no sync with any device
     assert syncs.total == 0
+
+
+def test_a_distillation_training_step_makes_no_host_sync(tmp_path):
+    """Issue 23: zero host syncs in a steady-state DistillationTrainer step (a live teacher, hard distillation, Mixup
+    and CutMix, EMA, the per-image seeded sampler, logging off). Logging steps may sync (the loss and the
+    non-finite check are read there); so steps 3-12 of a run logging only at its end are counted, inside its first
+    epoch (64 images, batches of 4: an epoch's start draws its order on the host, once per epoch)."""
+    from transformers import TrainerCallback
+
+    from benchmarks.host_syncs import HostSyncCounter
+    from hf_deit import DeiTTrainingArguments, DistillationTrainer
+    from test_trainer import dataset, student, teacher_net
+
+    counter = HostSyncCounter()
+
+    class CountSteps(TrainerCallback):
+        def on_step_end(self, args, state, control, **kwargs):
+            if state.global_step == 2:
+                counter.start()
+            elif state.global_step == 12:
+                counter.stop()
+
+    args = DeiTTrainingArguments(
+        output_dir=str(tmp_path), per_device_train_batch_size=4, max_steps=14, logging_steps=100, save_strategy="no",
+        report_to="none", disable_tqdm=True, use_cpu=True, distillation_type="hard", seed=0,
+    )
+    assert args.use_model_ema and args.mixup > 0 and not args.logging_nan_inf_filter  # the recipe's defaults
+    trainer = DistillationTrainer(model=student(), args=args, teacher=teacher_net(), train_dataset=dataset(n=64),
+                                  callbacks=[CountSteps()])
+    trainer.train()
+    assert counter.total == 0, counter.sites.most_common(5)

@@ -88,6 +88,25 @@ def test_eval_preprocessing_is_resize_to_size_over_crop_pct_then_center_crop(ima
         torch.testing.assert_close(ours(image, return_tensors="pt")["pixel_values"], expected, rtol=0, atol=0)
 
 
+@pytest.mark.parametrize("crop_pct", [0.875, 0.9, 0.95, 1.0])
+@pytest.mark.parametrize("image_size", [32, 48, 160, 224, 384])
+def test_one_eval_resize_formula_for_the_data_pipeline_and_the_image_processor(image_size, crop_pct):
+    """`eval_resize_size` (hf_deit.models), the data pipeline's evaluation transform (timm's math.floor) and the
+    image processor (transformers' PoolFormer: int) resize the short side to the same size (32 / 0.875 = 36.57: 36)."""
+    from hf_deit.data import DataArguments, build_eval_transform
+    from hf_deit.models import eval_resize_size
+
+    expected = eval_resize_size(image_size, crop_pct)
+    timm_resize = build_eval_transform(DataArguments(image_size=image_size, eval_crop_pct=crop_pct)).transforms[0]
+    assert timm_resize.size == expected
+    config = DeiTConfig(image_size=image_size, patch_size=16, crop_pct=crop_pct)
+    for backend in ("torchvision", "pil"):
+        processor = image_processor_for(config, backend=backend)
+        resized = processor(Image.new("RGB", (3 * image_size, 2 * image_size)), do_center_crop=False,
+                            return_tensors="pt")["pixel_values"]  # fmt: skip
+        assert resized.shape[-2] == expected  # the short side (height here)
+
+
 def test_pipeline_and_cli_predict_see_training_pixels(odd_images, saved_model, capsys):
     directory, model = saved_model
     path = str(odd_images["gray16"])

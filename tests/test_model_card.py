@@ -291,7 +291,7 @@ def test_trainer_push_to_hub_uploads_run_folder(monkeypatch, tmp_path):
 
 def test_fine_tuned_student_card_names_its_base_model(tmp_path):
     """A student loaded from a checkpoint (as `--model_name_or_path` does) gets `base_model` in its card."""
-    from hf_deit.distillation.trainer import prepare_student
+    from hf_deit.distillation.student import prepare_student
 
     DeiTForImageClassification(DeiTConfig(**TINY)).save_pretrained(tmp_path / "base")
     student = prepare_student(str(tmp_path / "base"), num_labels=4)

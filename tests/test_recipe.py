@@ -17,7 +17,7 @@ from hf_deit.distillation.arguments import StudentArguments
 from hf_deit.distillation.recipe import Environment, RecipeError, resolve
 from hf_deit.distillation.recipe_cli import recipe_report
 from hf_deit.distillation.recipe_table import ELEMENTS, REFERENCE_ENVIRONMENT, compare, markdown_table, run_values
-from hf_deit.distillation.trainer import prepare_student
+from hf_deit.distillation.student import prepare_student
 from hf_deit.hub.convert import _BACKWARD, _rename
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -20,7 +20,7 @@ from safetensors.torch import load_file
 from hf_deit import DeiTConfig, DeiTTrainingArguments, DistillationTrainer
 from hf_deit.distillation.checkpoints import CheckpointError
 from hf_deit.distillation.teacher import TeacherMismatchError
-from hf_deit.distillation.trainer import prepare_student
+from hf_deit.distillation.student import prepare_student
 
 from test_trainer import TINY, args, dataset, student
 
@@ -202,13 +202,15 @@ def test_student_size_is_checked_before_the_data_is_read(distill_main, monkeypat
 
 # --- 7. launch mistakes, DDP settings ------------------------------------------------------------------------------
 def test_multi_process_launch_seen_as_one_process_stops(tmp_path, monkeypatch):
+    from hf_deit.distillation.setup import check_launch
+
     # What `accelerate launch --multi_gpu --num_processes 2` without --use_cpu gives on a machine without GPU: every
     # process has WORLD_SIZE=2 and a process group, but the Trainer's world_size is 1. (A real 2-process launch
     # takes ~30 s here, so the check itself is called with the launcher's environment.)
     training_args = DeiTTrainingArguments(output_dir=str(tmp_path), use_cpu=True, report_to="none")
     monkeypatch.setenv("WORLD_SIZE", "2")
     with pytest.raises(ValueError, match="Trainer sees one.*--use_cpu --ddp_backend gloo"):
-        training_args._check_launch()
+        check_launch(training_args)
 
 
 def test_ddp_does_not_search_for_unused_parameters_of_a_deit_student(tmp_path):

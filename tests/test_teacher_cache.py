@@ -12,12 +12,11 @@ from hf_deit.data import DataArguments, build_datasets, load_image_dataset
 from hf_deit.distillation.teacher import load_teacher
 from hf_deit.distillation.teacher_cache import (
     CachedTeacher,
-    MixRecord,
     StaleTeacherCacheError,
     cache_teacher,
     row_keys,
 )
-from hf_deit.distillation.trainer import prepare_student
+from hf_deit.distillation.student import prepare_student
 
 NUM_CLASSES, SIZE = 4, 48
 
@@ -116,11 +115,10 @@ def test_cached_targets_match_the_live_teacher_on_crops_flips_and_mixes(folder, 
     torch.manual_seed(0), np.random.seed(0)
     largest, mixes = 0.0, set()
     for batch in trainer.get_train_dataloader():
-        batch = trainer.device_augment(batch) if device_augment else batch
+        # what the training step does before the teacher: finish on the device (--device_augment), mix
+        batch, pixels, _, mix = trainer._finish_batch(batch, training=True)
         assert {"example_key", "example_content", "crop_box", "crop_flip"} <= set(batch)
-        pixels, _ = trainer._mix(batch["pixel_values"], batch["labels"])
-        mix = MixRecord(trainer.mixup.last_lam, len(pixels) - len(pixels) % 2)
-        mixes.add(trainer.mixup.last_lam != 1.0)
+        mixes.add(mix.lam != 1.0)
         cached = trainer.teacher.logits_for_batch(pixels, batch, mix)
         live = teacher(pixels)  # the live teacher sees the cropped, flipped, mixed pixels
         largest = max(largest, float((cached - live).abs().max()))

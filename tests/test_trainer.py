@@ -10,8 +10,9 @@ from timm.layers import resample_abs_pos_embed
 from torch import nn
 
 from hf_deit import DeiTTrainingArguments, DistillationLoss, DistillationTrainer
+from hf_deit.data import DataArguments
 from hf_deit.distillation.teacher import TeacherMismatchError
-from hf_deit.distillation.trainer import prepare_student
+from hf_deit.distillation.student import prepare_student
 
 C = 4
 TINY = dict(image_size=32, patch_size=8, hidden_size=32, num_hidden_layers=1, num_attention_heads=2)
@@ -110,14 +111,33 @@ def test_evaluate_reports_each_head_and_matches_a_direct_count(tmp_path):
 
 
 def test_non_finite_loss_stops_with_the_step_and_parts(tmp_path):
+    """A NaN in the inputs makes the loss NaN at the third step (logging every step): the run stops at that log,
+    naming the step and each loss part."""
+    data = dataset()
+    poisoned = data[:]["pixel_values"].clone()
+    poisoned[8] = float("nan")  # the third batch of 4 (no shuffling below: the order is the dataset's)
+    data = Dataset.from_dict({"pixel_values": poisoned.numpy(), "labels": data[:]["labels"].tolist()}).with_format("torch")
+    trainer = DistillationTrainer(model=student(), args=args(tmp_path, distillation_type="none", logging_steps=1),
+                                  train_dataset=data, data_args=DataArguments(dataset_name="in memory", repeated_aug=1,
+                                                                              image_size=32))
+    trainer.get_train_dataloader = lambda: torch.utils.data.DataLoader(data, batch_size=4, collate_fn=trainer.data_collator)
+    with pytest.raises(FloatingPointError, match=r"global step 3 \(loss=nan, base_loss=nan, distillation_loss=nan"):
+        trainer.train()
+
+
+@pytest.mark.parametrize("distillation_type", ["hard", "soft"])
+def test_a_nan_teacher_stops_the_run_naming_the_step_and_the_teacher(tmp_path, distillation_type):
+    """Hard distillation's argmax of NaN logits is class 0 and its loss stays finite: the teacher's logits are
+    checked themselves (on the device, read at the next log)."""
     class NaNTeacher(nn.Module):
         def forward(self, x):
             return torch.full((x.shape[0], C), float("nan"))
 
-    trainer = DistillationTrainer(model=student(), args=args(tmp_path, distillation_type="soft"), teacher=NaNTeacher(),
-                                  train_dataset=dataset())
-    with pytest.raises(FloatingPointError, match=r"global step 0.*loss=nan, base_loss=.*distillation_loss=nan"):
+    trainer = DistillationTrainer(model=student(), args=args(tmp_path, distillation_type=distillation_type,
+                                                             logging_steps=2), teacher=NaNTeacher(), train_dataset=dataset())
+    with pytest.raises(FloatingPointError, match=r"teacher NaNTeacher gave non-finite logits .* at global step 1"):
         trainer.train()
+    assert trainer.state.global_step == 2  # stopped at the first log after it, not at the end of the run
 
 
 def test_class_mismatch_stops_before_training(tmp_path):

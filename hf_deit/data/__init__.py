@@ -1,13 +1,13 @@
 """ImageNet-format data for DeiT on `datasets` + timm: loading, robust decoding, the DeiT augmentation recipe,
-repeated augmentation, rank/worker sharding, and Mixup/CutMix batching. See docs/data.md.
+repeated augmentation, rank/worker sharding and batching. See docs/data.md.
 
     data_args = DataArguments(dataset_name="../shared/data/imagenet-sample", eval_split="validation")
     train_dataset, eval_dataset, label_names = build_datasets(data_args)
-    collator = DeiTCollator()   # stacks; Mixup/CutMix run in the training step (build_mixup + mix_batch)
+    collator = DeiTCollator()   # stacks; Mixup/CutMix run in the training step (hf_deit.distillation.mixing)
 """
 
-from .arguments import DataArguments, MixupArguments
-from .collate import DeiTCollator, build_mixup, mix_batch
+from .arguments import DataArguments
+from .collate import DeiTCollator
 from .device_augment import DeviceAugment, DeviceAugmentConfig, build_device_augment
 from .device_finish import DeviceFinish, build_device_finish
 from .epoch import EpochLoader, batches_per_epoch, samples_per_epoch, stream_size
@@ -44,10 +44,7 @@ from .transforms import (
 
 __all__ = [
     "DataArguments",
-    "MixupArguments",
     "DeiTCollator",
-    "build_mixup",
-    "mix_batch",
     "DeviceAugment",
     "DeviceAugmentConfig",
     "build_device_augment",

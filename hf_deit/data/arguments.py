@@ -1,12 +1,13 @@
 """`DataArguments`: how the data is loaded and augmented per image, with DeiT's defaults, parsed by
-`transformers.HfArgumentParser`; `MixupArguments`: the batch mixing a training loop applies.
+`transformers.HfArgumentParser`.
 
 Defaults are the paper's recipe (DeiT Table 9 / its `main.py`): RandomResizedCrop (bicubic), flip, RandAugment
-`rand-m9-mstd0.5-inc1`, random erasing 0.25 (pixel mode), repeated augmentation x3; Mixup 0.8, CutMix 1.0, switch
-probability 0.5. No field name clashes with `transformers.TrainingArguments`, so they can be parsed together.
+`rand-m9-mstd0.5-inc1`, random erasing 0.25 (pixel mode), repeated augmentation x3. No field name clashes with
+`transformers.TrainingArguments`, so they can be parsed together.
 Mixup/CutMix are applied in the training step, not by the data pipeline: `hf_deit.DeiTTrainingArguments` inherits
-`MixupArguments` (the trainer owns them, with label smoothing as its `label_smoothing_factor`); a hand-written loop
-(examples/train_teacher.py) parses `MixupArguments` itself and calls `build_mixup` + `mix_batch`.
+`hf_deit.distillation.mixing.MixupArguments` (the trainer owns them, with label smoothing as its
+`label_smoothing_factor`); a hand-written loop (examples/train_teacher.py) parses `MixupArguments` itself and calls
+`build_mixup` + `mix_batch`.
 """
 
 from __future__ import annotations
@@ -199,26 +200,3 @@ class DataArguments:
                 "--device_augment."
             )
 
-
-@dataclass
-class MixupArguments:
-    """Batch mixing (timm's Mixup/CutMix), applied in the training step (hf_deit.data.collate.mix_batch)."""
-
-    mixup: float = field(default=0.8, metadata={"help": "Mixup alpha (0 disables)."})
-    cutmix: float = field(default=1.0, metadata={"help": "CutMix alpha (0 disables)."})
-    mixup_prob: float = field(default=1.0, metadata={"help": "Probability of mixing a batch."})
-    mixup_switch_prob: float = field(default=0.5, metadata={"help": "Probability of CutMix instead of Mixup when both are on."})
-    mixup_mode: str = field(default="batch", metadata={"help": "Mixup granularity: 'batch', 'pair' or 'elem'."})
-
-    def __post_init__(self) -> None:
-        self.check_mixup()
-
-    def check_mixup(self) -> None:
-        """Refuse out-of-range Mixup settings (also called by DeiTTrainingArguments.__post_init__)."""
-        if self.mixup_mode not in ("batch", "pair", "elem"):
-            raise ValueError(f"mixup_mode must be 'batch', 'pair' or 'elem', got {self.mixup_mode!r}")
-        for name in ("mixup_prob", "mixup_switch_prob"):
-            if not 0.0 <= getattr(self, name) <= 1.0:
-                raise ValueError(f"{name} must be in [0, 1], got {getattr(self, name)}")
-        if self.mixup < 0 or self.cutmix < 0:
-            raise ValueError("mixup and cutmix alphas must be >= 0")

@@ -6,8 +6,10 @@ then runs, on the batch and on the accelerator:
 
     uint8 [B, 3, H, W] -> float32 x / 255 -> (x - mean) / std -> RandomErasing (timm, per image) -> Mixup/CutMix
 
-Workers do less (no float conversion, normalisation or erasing: about 8% of their CPU per image on the DeiT
-recipe, docs/benchmarks.md) and move 4x fewer bytes to the main process and the device.
+Workers do less (no float conversion, normalisation or erasing) and move 4x fewer bytes to the main process and the
+device: their CPU per image on the DeiT recipe fell 12% with 1 worker and 14% with 2 (4.66 -> 4.08 and 5.09 -> 4.40
+ms, 500 ImageNet JPEGs at 224 px, `benchmarks/bench_data.py --variants baseline map uint8` on the 2-core CPU dev
+machine; docs/benchmarks.md, "uint8 batches: worker CPU per image").
 
 What equals the worker path (tests/test_device_finish.py):
   * normalisation: the same float32 operations in the same order as `ToNormalizedTensor` (x / 255, - mean,

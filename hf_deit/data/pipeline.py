@@ -36,7 +36,7 @@ from .device_decode import ENCODED_IMAGE, EncodeForDevice
 from .epoch import record_stream_size, stream_size
 from .loading import AnyDataset, count_local_examples, load_image_dataset
 from .row_key import CONTENT_KEY, ROW_KEY, content_hash, row_key
-from .seeding import SeededStreamTransform
+from .seeding import map_seeded
 from .transforms import build_eval_transform, build_train_transform, draft_size
 
 logger = logging.getLogger(__name__)
@@ -292,7 +292,7 @@ def prepare_dataset(
     dataset = repeat_examples(draw_examples(dataset, data_args.repeated_aug), data_args.repeated_aug)
     # Each example is augmented under its own seed (position in the epoch's stream): a resumed run, which replays
     # the epoch up to its checkpoint, augments it again identically (see seeding.py).
-    dataset = dataset.map(SeededStreamTransform(decode, seed), with_indices=True, remove_columns=["image", "label"])
+    dataset = map_seeded(dataset, decode, seed, remove_columns=["image", "label"])
     dataset = dataset.filter(_is_decoded)
     if dataset_size is not None:
         record_stream_size(dataset, dataset_size)

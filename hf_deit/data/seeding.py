@@ -12,8 +12,15 @@ derived from where it sits in the run, and the global RNGs are put back afterwar
     `SeededAugmentation` transforms it under the seed (run seed, rank, epoch, position). The repeated-augmentation
     copies of an image sit at different positions, so they still get independent augmentations.
   * streams: `SeededStreamTransform` keys each example by (run seed, worker, position in this worker's pass, image
-    identity: `row_key.image_identity`, its path inside the dataset or its bytes' hash, as the teacher cache's keys). Positions restart each pass; the image at a position changes from pass to pass with the shuffle, so
-    an image's augmentation still changes from one pass to the next (a stream without shuffling would repeat them).
+    identity: `row_key.image_identity`, its path inside the dataset or its bytes' hash, as the teacher cache's keys).
+    Positions restart each pass; the image at a position changes from pass to pass with the shuffle, so an image's
+    augmentation still changes from one pass to the next (a stream without shuffling would repeat them).
+
+The global states are saved once per batch and restored after it (`reseeding`), not around each image: the code
+that runs between batches (drop path, Mixup) is the only other code that draws, and each image's seeding resets
+all three RNGs entirely. Every image sees the same streams and the code after a batch the same states as with
+`seeded_rngs` around each image (tests/test_seeding.py compares both bit for bit), for about a seventh of the host
+time (0.26 ms instead of 2.1 per batch of 8 images here: docs/benchmarks.md, host overhead).
 """
 
 from __future__ import annotations
@@ -28,6 +35,59 @@ import torch
 from torch.utils.data import Dataset, Sampler
 
 from .row_key import image_identity
+from .seed_words import seed_words
+
+
+def _reseed(*key: int) -> None:
+    """Seed `random`, `numpy.random` and torch's CPU generator from `key`. Each seeding resets its RNG entirely
+    (Python's and numpy's cached Gaussians included), so what was drawn before does not matter. The three seeds are
+    `np.random.SeedSequence([k & 0xFFFFFFFF for k in key]).generate_state(3, np.uint32)`, computed without numpy."""
+    python_seed, numpy_seed, torch_seed = seed_words(key)
+    random.seed(python_seed)
+    np.random.seed(numpy_seed)
+    torch.default_generator.manual_seed(torch_seed)  # not torch.manual_seed: that also seeds every CUDA generator
+
+
+_SPARE_NUMPY = np.random.MT19937(0)  # the bit generator images are seeded in, put in place of numpy's global one
+
+
+def _set_aside_numpy_state() -> Callable[[], None]:
+    """Put `_SPARE_NUMPY` in the place of numpy's global bit generator and return the function that puts the global
+    one back as it was. Saving and restoring numpy's state copies 624 words one by one (about 145 us); a swap
+    (np.random.set_bit_generator) leaves the global generator untouched. The swap drops numpy's cached Gaussian
+    (np.random.normal and the legacy draws built on it make Gaussians in pairs and keep the second): the state is
+    read once to know it, and written back only when there was one. A global generator that is not an MT19937, or a
+    nested block (the spare is already in place), gets its state copied and written back instead."""
+    outer = np.random.get_bit_generator() if hasattr(np.random, "get_bit_generator") else None
+    if type(outer) is not np.random.MT19937 or outer is _SPARE_NUMPY:
+        state = np.random.get_state(legacy=False)
+        return lambda: np.random.set_state(state)
+    state = np.random.get_state()  # ("MT19937", key, pos, has_gauss, gauss)
+    np.random.set_bit_generator(_SPARE_NUMPY)
+
+    def put_back() -> None:
+        np.random.set_bit_generator(outer)
+        if state[3] or state[4]:
+            np.random.set_state(state)
+
+    return put_back
+
+
+@contextlib.contextmanager
+def reseeding() -> Iterator[Callable[..., None]]:
+    """Save the global RNG states (`random`, `numpy.random`, torch's CPU generator) once, yield `reseed(*key)`, which
+    seeds all three from `key` as `seeded_rngs` does, and restore the states at the end, whatever the block drew.
+
+    For a batch: `reseed` before each image gives every image exactly what `seeded_rngs` around it gives, for one
+    save and one restore per batch instead of one per image. Call `reseed` before anything in the block draws."""
+    python_state, torch_state = random.getstate(), torch.get_rng_state()
+    put_back_numpy = _set_aside_numpy_state()
+    try:
+        yield _reseed
+    finally:
+        random.setstate(python_state)
+        put_back_numpy()
+        torch.set_rng_state(torch_state)
 
 
 @contextlib.contextmanager
@@ -36,18 +96,11 @@ def seeded_rngs(*key: int) -> Iterator[None]:
 
     Only the CPU generator: transforms run on the CPU, and reseeding CUDA generators here would change the model's
     dropout draws on a GPU. numpy's SeedSequence mixes the key into well-separated seeds for the three RNGs.
+    A batch of images: `reseeding`, which saves and restores the states once for all of them.
     """
-    python_state, numpy_state, torch_state = random.getstate(), np.random.get_state(), torch.get_rng_state()
-    seeds = np.random.SeedSequence([int(k) & 0xFFFFFFFF for k in key]).generate_state(3, dtype=np.uint32)
-    random.seed(int(seeds[0]))
-    np.random.seed(int(seeds[1]))
-    torch.default_generator.manual_seed(int(seeds[2]))
-    try:
+    with reseeding() as reseed:
+        reseed(*key)
         yield
-    finally:
-        random.setstate(python_state)
-        np.random.set_state(numpy_state)
-        torch.set_rng_state(torch_state)
 
 
 class AugmentationKey(NamedTuple):
@@ -92,8 +145,17 @@ class SeededAugmentation(Dataset):
         self.rank = rank
 
     def __getitem__(self, key: AugmentationKey) -> Any:
-        with seeded_rngs(self.seed, self.rank, key.epoch, key.position):
-            return self.dataset[key.index]
+        return self.__getitems__([key])[0]
+
+    def __getitems__(self, keys: list[AugmentationKey]) -> list[Any]:
+        """A batch (the DataLoader calls this instead of `__getitem__` per key): the RNG states are saved and
+        restored once for the batch, each item still loaded under its own seed."""
+        items = []
+        with reseeding() as reseed:
+            for key in keys:
+                reseed(self.seed, self.rank, key.epoch, key.position)
+                items.append(self.dataset[key.index])
+        return items
 
     def __len__(self) -> int:
         return len(self.dataset)
@@ -106,21 +168,53 @@ def _identity(example: dict[str, Any]) -> int:
 
 
 class SeededStreamTransform:
-    """`IterableDataset.map(..., with_indices=True)` function: `transform(example)` under a per-example seed.
+    """Batched `IterableDataset.map(..., with_indices=True, batched=True)` function: `transform(example)` for each
+    example of the batch under that example's own seed; the RNG states are saved and restored once per batch.
 
     The index datasets passes is the example's position in this worker's pass over its shards; a resumed run
     replays the pass from its start (the Trainer skips a stream's trained batches by reading them), so positions,
-    and with them the augmentations, repeat exactly.
+    and with them the augmentations, repeat exactly. Batching changes none of them: datasets counts positions the
+    same way, and each example is seeded by its own position whatever batch it falls in.
     """
 
     def __init__(self, transform: Callable[[dict[str, Any]], dict[str, Any]], seed: int) -> None:
         self.transform = transform
         self.seed = seed
 
-    def __call__(self, example: dict[str, Any], position: int) -> dict[str, Any]:
+    def __call__(self, batch: dict[str, list], positions: list[int]) -> dict[str, list]:
         worker = torch.utils.data.get_worker_info()
-        with seeded_rngs(self.seed, worker.id if worker is not None else 0, position, _identity(example)):
-            return self.transform(example)
+        worker_id = worker.id if worker is not None else 0
+        outputs = []
+        with reseeding() as reseed:
+            for row, position in enumerate(positions):
+                example = {name: values[row] for name, values in batch.items()}
+                reseed(self.seed, worker_id, position, _identity(example))
+                outputs.append(self.transform(example))
+        return _columns(outputs)
 
 
-__all__ = ["AugmentationKey", "PositionalSampler", "SeededAugmentation", "SeededStreamTransform", "seeded_rngs"]
+def _columns(outputs: list[dict[str, Any]]) -> dict[str, list]:
+    """Per-example outputs -> the columns a batched map returns (datasets splits them back into the same examples)."""
+    names = list(outputs[0]) if outputs else []
+    for output in outputs:
+        if list(output) != names:
+            raise ValueError(f"A stream transform returned the columns {list(output)} for one example and {names} for "
+                             "another: it must return the same columns for every example.")
+    return {name: [output[name] for output in outputs] for name in names}
+
+
+# Examples transformed per batched call: the RNG states are saved and restored once per this many images (about
+# 100 us each time), and a pass that stops early (an epoch's end) has transformed at most this many - 1 unused.
+STREAM_SEEDING_BATCH = 16
+
+
+def map_seeded(dataset: Any, transform: Callable[[dict[str, Any]], dict[str, Any]], seed: int,
+               remove_columns: list[str]) -> Any:
+    """`dataset.map(transform)` for a training stream (a datasets IterableDataset), each example transformed under
+    its own seed (`SeededStreamTransform`)."""
+    return dataset.map(SeededStreamTransform(transform, seed), with_indices=True, batched=True,
+                       batch_size=STREAM_SEEDING_BATCH, remove_columns=remove_columns)
+
+
+__all__ = ["AugmentationKey", "PositionalSampler", "SeededAugmentation", "SeededStreamTransform", "map_seeded",
+           "reseeding", "seeded_rngs"]

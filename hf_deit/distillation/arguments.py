@@ -2,7 +2,7 @@
 
   * `DeiTTrainingArguments`: `transformers.TrainingArguments` with DeiT's recipe as defaults plus everything
     `DistillationTrainer` reads: distillation loss and teacher, speed knobs, EMA, lr rule and warmup, Mixup/CutMix
-    (inherited from `hf_deit.data.MixupArguments`) and label smoothing (transformers' `label_smoothing_factor`,
+    (inherited from `hf_deit.distillation.mixing.MixupArguments`) and label smoothing (transformers' `label_smoothing_factor`,
     default 0.1, also spelled `--label_smoothing`).
   * `StudentArguments`: the student's architecture (preset, overrides, drop path) or a checkpoint to fine-tune.
   * `hf_deit.data.DataArguments` (not here): how images are loaded and augmented, evaluation preprocessing
@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 
 from transformers import TrainingArguments
 
-from ..data.arguments import MixupArguments
+from .mixing import MixupArguments
 from ..models.configuration_deit import FUSIONS, PRESETS
 from .fast_paths import SDPA_BACKENDS
 from .losses import DISTILLATION_TYPES, KL_REDUCTIONS
@@ -148,8 +148,9 @@ class DeiTTrainingArguments(TrainingArguments, MixupArguments):
     teacher_torch_compile: bool = field(
         default=False,
         metadata={
-            "help": "torch.compile the teacher with --torch_compile_backend/--torch_compile_mode (inductor by default); "
-            "--torch_compile compiles only the student. Same logits up to fp32 rounding order."
+            "help": "torch.compile only the teacher, with --torch_compile_backend/--torch_compile_mode (inductor by "
+            "default). --torch_compile (or a backend or mode, which turn it on) compiles the student and the teacher "
+            "(accelerate prepares both). Same logits up to fp32 rounding order."
         },
     )
     teacher_channels_last: bool = field(
@@ -295,6 +296,14 @@ class DeiTTrainingArguments(TrainingArguments, MixupArguments):
     save_total_limit: int | None = field(
         default=None, metadata={"help": "Checkpoints kept on disk, the newest (the recipe: 2; 0 keeps every one)."}
     )
+    logging_nan_inf_filter: bool = field(
+        default=False,
+        metadata={
+            "help": "transformers' filter of non-finite step losses from the logged mean; it reads every step's loss "
+            "on the host (2 syncs per step). Off: DistillationTrainer watches non-finite losses and teacher logits on "
+            "the device and stops the run at the next log, naming the step (hf_deit.distillation.monitor)."
+        },
+    )
     eval_strategy: str = field(
         default="epoch",
         metadata={"help": "When to evaluate (the paper: after every epoch; off when no evaluation data is given)."},
@@ -329,7 +338,6 @@ class DeiTTrainingArguments(TrainingArguments, MixupArguments):
         if devices != self.recipe_environment.world_size:  # e.g. DataParallel over several GPUs in one process
             self._apply_recipe(Environment(**{**vars(self.recipe_environment), "world_size": devices}), batch_only=True)
         self._check_trains()
-        self._check_launch()
 
     def _apply_recipe(self, env: Environment, batch_only: bool = False) -> None:
         """Fill every field left at None from `--recipe` for this machine (hf_deit.distillation.recipe.resolve)."""
@@ -388,21 +396,6 @@ class DeiTTrainingArguments(TrainingArguments, MixupArguments):
             raise ValueError(
                 f"learning_rate={self.learning_rate} trains nothing: give a positive --learning_rate, or leave it "
                 "unset to use base_learning_rate x global_batch / 512."
-            )
-
-    def _check_launch(self) -> None:
-        """A multi-process launch that the Trainer sees as one process trains N independent copies into one
-        output_dir (transformers 5.23 on a machine without GPU, unless told to use the CPU)."""
-        launched = int(os.environ.get("WORLD_SIZE", "1"))
-        if launched > 1 and self.world_size == 1:
-            import torch.distributed as dist
-
-            if dist.is_available() and dist.is_initialized():
-                dist.destroy_process_group()  # so that every process exits with the error instead of waiting
-            raise ValueError(
-                f"Launched as {launched} processes (WORLD_SIZE={launched}) but the Trainer sees one: each process "
-                "would train its own copy and all would write to the same output_dir. On a machine without GPU add "
-                "--use_cpu --ddp_backend gloo; with GPUs, check that accelerate/torchrun sees them."
             )
 
     @property

@@ -30,8 +30,8 @@ WEIGHTS_NAMES = (
 )
 # Files without which a resumed run is a different run: the optimizer moments and the learning-rate schedule.
 REQUIRED_STATE = ("trainer_state.json", "optimizer.pt", "scheduler.pt")
-STREAM_STATE_NAME = "stream_state.json"  # a stream's pass and position (DistillationTrainer.save_extra_state)
-EMA_WEIGHTS_NAME = "model_ema.safetensors"  # the EMA weights (DistillationTrainer.save_extra_state)
+STREAM_STATE_NAME = "stream_state.json"  # a stream's pass and position (callbacks.StreamPositionCallback)
+EMA_WEIGHTS_NAME = "model_ema.safetensors"  # the EMA weights (callbacks.EmaCallback)
 CHECKPOINT_MARKER = "hf_deit_checkpoint.json"  # written last: the checkpoint is complete (mark_complete)
 
 

@@ -176,6 +176,6 @@ def _precision(precision: str, env: Environment) -> tuple[str, str]:
 
 
 __all__ = [
-    "AUTO_MAX_PER_DEVICE_BATCH", "Environment", "LR_REFERENCE_BATCH", "NO_WEIGHT_DECAY", "PRECISIONS", "RECIPES", "RESOLVED_FIELDS",
-    "RecipeError", "Resolution", "resolve",
+    "AUTO_MAX_PER_DEVICE_BATCH", "Environment", "LR_REFERENCE_BATCH", "NO_WEIGHT_DECAY", "PRECISIONS", "RECIPES",
+    "RESOLVED_FIELDS", "RecipeError", "Resolution", "resolve",
 ]

@@ -19,6 +19,7 @@ docs/recipe.md shows both against the official curve (docs/recipe_lr.png).
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import torch
 from torch.optim.lr_scheduler import LambdaLR
@@ -66,4 +67,30 @@ def deit_scheduler(optimizer: torch.optim.Optimizer, schedule: DeiTSchedule) -> 
     return LambdaLR(optimizer, schedule)
 
 
-__all__ = ["DeiTSchedule", "SCHEDULE_GRANULARITIES", "deit_lr", "deit_scheduler"]
+
+
+def build_scheduler(args: Any, optimizer: torch.optim.Optimizer, steps_per_epoch: float | None, num_training_steps: int):
+    """The run's scheduler: the paper's (`--lr_schedule epoch|step`) or transformers' `get_scheduler(
+    --lr_scheduler_type)` (`--lr_schedule transformers`), both with --warmup_epochs of warmup (--warmup_steps,
+    transformers' field, replaces it when set). `steps_per_epoch`: the Trainer's count; None for a stream of unknown
+    size, whose epochs are then max_steps / num_train_epochs steps."""
+    steps_per_epoch = steps_per_epoch or num_training_steps / max(args.num_train_epochs, 1e-9)
+    warmup_epochs = args.warmup_epochs
+    if args.warmup_steps > 0:
+        warmup_epochs = args.get_warmup_steps(num_training_steps) / steps_per_epoch
+    if args.lr_schedule == "transformers":
+        from transformers.optimization import get_scheduler
+
+        return get_scheduler(
+            args.lr_scheduler_type, optimizer=optimizer,
+            num_warmup_steps=min(num_training_steps, round(warmup_epochs * steps_per_epoch)),
+            num_training_steps=num_training_steps, scheduler_specific_kwargs=args.lr_scheduler_kwargs,
+        )
+    schedule = DeiTSchedule(
+        args.learning_rate, steps_per_epoch, num_training_steps / steps_per_epoch, warmup_epochs, args.warmup_lr,
+        args.min_lr, args.lr_schedule,
+    )
+    return deit_scheduler(optimizer, schedule)
+
+
+__all__ = ["DeiTSchedule", "SCHEDULE_GRANULARITIES", "build_scheduler", "deit_lr", "deit_scheduler"]

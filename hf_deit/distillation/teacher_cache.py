@@ -43,7 +43,6 @@ from dataclasses import asdict, dataclass
 import numpy as np
 import torch
 import torch.nn.functional as F
-from timm.data import Mixup
 from torch import nn
 from tqdm.auto import tqdm
 
@@ -259,30 +258,6 @@ def mix_logits(logits: torch.Tensor, mix: MixRecord | None) -> torch.Tensor:
     return torch.cat([lam * head + (1 - lam) * head.flip(0), logits[mix.even :]])
 
 
-class LambdaRecordingMixup(Mixup):
-    """timm's Mixup that also keeps the coefficient of its last call (`last_lam`), for mixing cached logits."""
-
-    last_lam: float | torch.Tensor = 1.0
-
-    @classmethod
-    def wrap(cls, mixup: Mixup) -> LambdaRecordingMixup:
-        recording = cls.__new__(cls)
-        recording.__dict__.update(mixup.__dict__)
-        return recording
-
-    def _mix_elem(self, x):
-        self.last_lam = super()._mix_elem(x)
-        return self.last_lam
-
-    def _mix_pair(self, x):
-        self.last_lam = super()._mix_pair(x)
-        return self.last_lam
-
-    def _mix_batch(self, x):
-        self.last_lam = float(super()._mix_batch(x))
-        return self.last_lam
-
-
 class CachedTeacher(nn.Module):
     """The teacher's logits for a batch, read from a cache instead of computed. Interchangeable with a live
     `FrozenTeacher` through `logits_for_batch(pixel_values, batch, mix)`; this one reads the batch's
@@ -491,7 +466,6 @@ def cache_teacher_cli(teacher: str, data: str, output_path: str, *, split: str =
 
 __all__ = [
     "CachedTeacher",
-    "LambdaRecordingMixup",
     "MixRecord",
     "StaleTeacherCacheError",
     "TeacherCacheInfo",

@@ -27,7 +27,7 @@ import torch
 from huggingface_hub import EvalResult, HfApi, ModelCard, ModelCardData, constants, get_token
 from transformers import BaseImageProcessor, PreTrainedModel
 
-from ..models.configuration_deit import DeiTConfig
+from ..models.configuration_deit import DeiTConfig, eval_resize_size
 from ..models.modeling_deit import HEADS
 from ..sources import locate
 
@@ -100,7 +100,7 @@ class ArchitectureFacts:
             patch_size=config.patch_size,
             num_tokens=config.num_patches + config.num_prefix_tokens,
             num_labels=config.num_labels,
-            resize_to=int(config.image_size / config.crop_pct),
+            resize_to=eval_resize_size(config.image_size, config.crop_pct),
         )
 
 

@@ -3,7 +3,7 @@ numpy only, and each other. configuration_deit.py and modeling_deit.py travel wi
 code (`trust_remote_code=True`); the image processor is saved as transformers' PoolFormerImageProcessor settings, which
 transformers reads without our code (image_processing.py), and the decoder stays with hf_deit."""
 
-from .configuration_deit import PRESETS, DeiTConfig
+from .configuration_deit import PRESETS, DeiTConfig, eval_resize_size
 from .image_decoding import load_image
 from .image_processing import DeiTImageProcessor, DeiTImageProcessorPil, image_processor_for
 from .modeling_deit import DeiTForImageClassification, DeiTImageClassificationOutput, DeiTModel, DeiTPreTrainedModel
@@ -11,6 +11,7 @@ from .modeling_deit import DeiTForImageClassification, DeiTImageClassificationOu
 __all__ = [
     "PRESETS",
     "DeiTConfig",
+    "eval_resize_size",
     "load_image",
     "DeiTImageProcessor",
     "DeiTImageProcessorPil",

@@ -20,6 +20,14 @@ ARCHITECTURE_FIELDS = (
     "hidden_size", "num_hidden_layers", "num_attention_heads", "patch_size", "mlp_ratio", "use_distillation_token"
 )
 
+
+def eval_resize_size(image_size: int, crop_pct: float) -> int:
+    """The short side evaluation resizes to before center-cropping `image_size`: int(image_size / crop_pct) (224 / 0.875
+    = 256; 32 / 0.875 = 36.57 -> 36; 384 / 1.0 = 384). Truncated as timm's eval transform (math.floor) and
+    transformers' PoolFormer processor (int) compute it; tests/test_inference_decoding.py checks both agree."""
+    return int(image_size / crop_pct)
+
+
 # The eight models released with the paper, under their timm names. Each differs from the defaults only here.
 PRESETS: dict[str, dict[str, Any]] = {
     "deit_tiny_patch16_224": dict(hidden_size=192, num_attention_heads=3, use_distillation_token=False),
@@ -67,7 +75,8 @@ class DeiTConfig(PreTrainedConfig):
         fusion: how the two heads combine into `logits` at inference: "mean" of logits (the paper's code and every
             released checkpoint), "softmax_mean" (mean of probabilities, returned as log-probabilities; the paper's
             text), "cls" or "distillation" (one head alone). Ignored by plain DeiT.
-        crop_pct: evaluation preprocessing: resize the short side to `image_size / crop_pct`, then center-crop.
+        crop_pct: evaluation preprocessing: resize the short side to `eval_resize_size(image_size, crop_pct)`
+            (= int(image_size / crop_pct)), then center-crop `image_size`.
     """
 
     model_type = "hf_deit"
@@ -184,4 +193,4 @@ class DeiTConfig(PreTrainedConfig):
         return self.find_preset(**architecture, image_size=self.image_size) or self.find_preset(**architecture)
 
 
-__all__ = ["ARCHITECTURE_FIELDS", "DeiTConfig", "PRESETS", "FUSIONS"]
+__all__ = ["ARCHITECTURE_FIELDS", "DeiTConfig", "PRESETS", "FUSIONS", "eval_resize_size"]

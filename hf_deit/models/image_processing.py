@@ -73,8 +73,8 @@ class DeiTImageProcessorPil(_TrainingDecoderMixin, _SavedAsPoolFormer, PoolForme
 
 def image_processor_for(config: DeiTConfig, backend: str = "torchvision") -> DeiTImageProcessor:
     """The evaluation image processor matching `config`: `size` and `crop_size` are the model's input size, the
-    resize before the crop is int(image_size / crop_pct), which truncates like timm's eval transform (224 / 0.875 =
-    256; 32 / 0.875 = 36; 384 / 1.0 = 384)."""
+    resize before the crop is `eval_resize_size(image_size, crop_pct)` (PoolFormer's int(size / crop_pct), the same
+    truncation as timm's eval transform: 224 / 0.875 = 256; 32 / 0.875 = 36; 384 / 1.0 = 384)."""
     cls = {"torchvision": DeiTImageProcessor, "pil": DeiTImageProcessorPil}[backend]
     return cls(
         size={"shortest_edge": config.image_size},

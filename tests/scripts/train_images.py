@@ -67,7 +67,7 @@ def main() -> None:
 
     from hf_deit import DeiTTrainingArguments, DistillationTrainer
     from hf_deit.data import DataArguments, build_datasets
-    from hf_deit.distillation.trainer import prepare_student
+    from hf_deit.distillation.student import prepare_student
 
     data_args = DataArguments(dataset_name=cli.data, streaming=cli.stream, image_size=48, shuffle_buffer_size=16,
                               device_augment=cli.device_augment)

@@ -100,7 +100,7 @@ def main() -> None:
 
     from hf_deit import DeiTTrainingArguments, DistillationTrainer
     from hf_deit.data import DataArguments, DeiTCollator
-    from hf_deit.distillation.trainer import prepare_student
+    from hf_deit.distillation.student import prepare_student
 
     distributed = int(os.environ.get("WORLD_SIZE", "1")) > 1
     epochs_mode = cli.epochs is not None
