@@ -44,12 +44,18 @@ def training_sampler(
 
 def seeded_training_data(
     dataset: Any, sampler_fn: Callable | None, *, repeated_aug: int, world_size: int, batch_size: int, seed: int,
-    rank: int,
+    rank: int, on_sampler: Callable[[PositionalSampler], None] | None = None,
 ) -> tuple[SeededAugmentation, Callable[[SeededAugmentation], PositionalSampler]]:
-    """(the dataset read with (epoch, position) keys, the factory of its sampler): see the module docstring."""
+    """(the dataset read with (epoch, position) keys, the factory of its sampler): see the module docstring.
+    `on_sampler` is handed each sampler the factory builds: its epoch must be set every epoch by whoever counts them
+    (DistillationTrainer: callbacks.SamplerEpochCallback), since a resumed loader's chain hides it from accelerate."""
 
     def positional_sampler(wrapped: SeededAugmentation) -> PositionalSampler:
-        return PositionalSampler(training_sampler(wrapped.dataset, sampler_fn, repeated_aug, world_size, batch_size, seed))
+        order = training_sampler(wrapped.dataset, sampler_fn, repeated_aug, world_size, batch_size, seed)
+        sampler = PositionalSampler(order)
+        if on_sampler is not None:
+            on_sampler(sampler)
+        return sampler
 
     return SeededAugmentation(dataset, seed=seed, rank=rank), positional_sampler
 

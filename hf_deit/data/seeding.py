@@ -114,7 +114,9 @@ class AugmentationKey(NamedTuple):
 class PositionalSampler(Sampler):
     """Wraps a sampler of indices; yields `AugmentationKey(epoch, position, index)` for `SeededAugmentation`.
 
-    `set_epoch` is forwarded to the wrapped sampler (the Trainer and accelerate call it each epoch). Positions count
+    `set_epoch` is forwarded to the wrapped sampler. The Trainer and accelerate call it each epoch, but not in a
+    resumed epoch on 2+ ranks (the skipping loader hides it), so DistillationTrainer sets it itself, every epoch
+    (hf_deit.distillation.callbacks.SamplerEpochCallback). Positions count
     from the start of the epoch, so they stay right when a resumed run skips the first batches of an epoch.
     """
 

@@ -7,6 +7,8 @@ table of every piece of training state and its one writer.
   * `StreamPositionCallback`: for a stream of unknown size (no length, so the Trainer cannot count its epochs), which
     pass over it the run is in and how many of its batches were read: written into each checkpoint
     (stream_state.json) and read on resume, so that a resumed run continues in the right pass.
+  * `SamplerEpochCallback`: the epoch of the map-style training sampler hf_deit builds (hf_deit.data.sampling), set
+    at the start of every epoch, the resumed one included, on every rank.
   * `FiniteWeightsCallback`: a checkpoint is written only from finite weights (a NaN checkpoint would also become the
     one `--resume_from_checkpoint True` picks).
 
@@ -18,6 +20,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import os
 from typing import Callable
 
@@ -67,7 +70,8 @@ class EmaCallback(TrainerCallback):
         if os.path.isfile(path):
             from safetensors.torch import load_file
 
-            self.ema.module.load_state_dict(load_file(path, device=str(device)))
+            device = torch.device(device)  # safetensors refuses "cpu:0", the device of a rank of a CPU DDP run
+            self.ema.module.load_state_dict(load_file(path, device="cpu" if device.type == "cpu" else str(device)))
 
 
 class StreamPositionCallback(TrainerCallback):
@@ -103,6 +107,28 @@ class StreamPositionCallback(TrainerCallback):
                 json.dump({"epoch": self.epoch, "batches_in_epoch": self.batches}, f)
 
 
+class SamplerEpochCallback(TrainerCallback):
+    """Sets the epoch of the map-style training sampler (`watch`ed when the Trainer builds its loader) at the start of
+    every epoch, from the Trainer's own epoch count (`state.epoch`: whole at an epoch's start, and the checkpoint's
+    epoch + fraction when a run resumes inside one).
+
+    transformers and accelerate set it through the loader (`DataLoaderShard.set_epoch` reaches 2 levels down), but a
+    resumed epoch's loader on 2+ ranks is SkipBatchSampler -> BatchSamplerShard -> BatchSampler -> sampler, one level
+    too deep: left to them, the rest of the resumed epoch would be read in epoch 0's order and augmented under epoch
+    0's seeds (issue 25). The sampler is the same object in the resumed and the fresh loaders, so setting it here
+    covers both, and costs nothing where they do reach it (the same epoch is set twice)."""
+
+    def __init__(self) -> None:
+        self.sampler = None
+
+    def watch(self, sampler) -> None:
+        self.sampler = sampler
+
+    def on_epoch_begin(self, args, state, control, **kwargs):
+        if self.sampler is not None:
+            self.sampler.set_epoch(math.floor(state.epoch or 0))
+
+
 def check_finite_weights(model: nn.Module, what: str, step: int) -> None:
     """FloatingPointError naming the first non-finite parameter; one host sync for all of them."""
     parameters = dict(model.named_parameters())
@@ -130,4 +156,4 @@ class FiniteWeightsCallback(TrainerCallback):
     on_epoch_end = on_step_end  # save_strategy="epoch" decides there
 
 
-__all__ = ["EmaCallback", "FiniteWeightsCallback", "StreamPositionCallback", "check_finite_weights"]
+__all__ = ["EmaCallback", "FiniteWeightsCallback", "SamplerEpochCallback", "StreamPositionCallback", "check_finite_weights"]

@@ -11,17 +11,19 @@ The recipe's own dependencies (batch, learning rate, precision, workers) were re
   * evaluation after every epoch (the recipe) turned off when there is no evaluation data;
   * data arguments when none are given: DataArguments' defaults at the student's resolution (repeated augmentation
     x3 for map-style data, as the recipe); a warning says so, since the datasets may have been built otherwise;
-  * for a stream: `dispatch_batches` off (each process reads its own shards), and `--num_train_epochs` on a stream of
-    known size turned into `--max_steps` (transformers refuses a dataset without a length and no max_steps);
+  * for a training stream: `dispatch_batches` off (each process reads its own shards), and `--num_train_epochs` on a
+    stream of known size turned into `--max_steps` (transformers refuses a dataset without a length and no max_steps);
+    an evaluation stream's loader is prepared with it on (`dispatched_evaluation`);
   * the data seed, one rule for map-style data and streams: `data_seed(args)`.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import os
-from typing import Any
+from typing import Any, Iterator
 
 import torch
 from torch import nn
@@ -76,11 +78,33 @@ def resolve_setup(
     data_args = _data_arguments(model, data_args)
     if isinstance(train_dataset, torch.utils.data.IterableDataset):
         if args.accelerator_config.dispatch_batches is not False:
-            logger.info("A training stream: dispatch_batches -> False (each process reads its own shards).")
+            logger.info("A training stream: dispatch_batches -> False (each process reads its own shards; evaluation "
+                        "streams are dispatched, dispatched_evaluation).")
             args.accelerator_config.dispatch_batches = False
         _stream_max_steps(train_dataset, args, data_args)
     logger.info("Data seed (order and per-image augmentation): %d.", data_seed(args))
     return args, data_args
+
+
+@contextlib.contextmanager
+def dispatched_evaluation(accelerator: Any, dataset: Any, is_training: bool) -> Iterator[None]:
+    """Inside the block, accelerate prepares an evaluation stream's loader with `dispatch_batches` on (rank 0 reads
+    the stream and hands each rank its slice of every batch; the last one is padded, and gather_for_metrics drops the
+    padding): every rank runs the same number of evaluation batches, and the accuracies are one process' (eval_loss
+    too, but for transformers' weighting of a partial last batch: docs/data.md).
+
+    Training streams keep it off (each rank reads its own shards: `resolve_setup`). Split by whole shards, an
+    evaluation stream gives the ranks as many examples as their shards hold: with unequal shards (13/13/12/12;
+    ImageNet's val split 782/781) or a shard count not divisible by the ranks, one rank runs more batches than
+    another, which waits in the metrics' all_gather for ever, or gloo fails on the mismatched sizes (issue 25)."""
+    config = accelerator.dataloader_config
+    dispatch = config.dispatch_batches
+    if not is_training and isinstance(dataset, torch.utils.data.IterableDataset) and accelerator.num_processes > 1:
+        config.dispatch_batches = True
+    try:
+        yield
+    finally:
+        config.dispatch_batches = dispatch
 
 
 def _checked_arguments(model: nn.Module | None, args: TrainingArguments | None) -> DeiTTrainingArguments:
@@ -161,4 +185,4 @@ def _stream_max_steps(dataset: Any, args: TrainingArguments, data_args: DataArgu
     )
 
 
-__all__ = ["check_launch", "data_seed", "resolve_setup", "stream_epoch_batches"]
+__all__ = ["check_launch", "data_seed", "dispatched_evaluation", "resolve_setup", "stream_epoch_batches"]

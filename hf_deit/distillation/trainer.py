@@ -11,15 +11,15 @@ What each part does lives elsewhere; the trainer wires them into transformers' p
   * compute_loss: the batch finished on the device (hf_deit.data: --device_augment, --uint8_batches), Mixup/CutMix
     (mixing.py), student, teacher (same batch, own normalisation), DistillationLoss (losses.py);
   * monitor.py: loss parts and non-finite values watched on the device, read at logging steps only;
-  * callbacks.py: EMA weights, a stream's position, finite checkpoints; run_folder.py: the output folder's lock,
-    run id and complete checkpoints; recipe.py / schedule.py: the optimizer groups and the paper's schedule;
-    flops.py: transformers' per-step FLOP count with the parameters counted once;
+  * callbacks.py: EMA weights, a stream's position, the sampler's epoch, finite checkpoints; run_folder.py: the
+    output folder's lock, run id and complete checkpoints; recipe.py / schedule.py: the optimizer groups and the
+    paper's schedule; flops.py: transformers' per-step FLOP count with the parameters counted once;
   * hf_deit.data.sampling: the paper's epoch and per-image augmentation seeds of map-style data; hf_deit.data.epoch:
     a stream of known size cut into epochs.
 docs/architecture.md says where each piece of training state lives and who writes it.
 
 Private Trainer methods overridden (each says which transformers behaviour it replaces; tests/test_trainer_hooks.py
-fails when transformers changes them): `_get_dataloader` (seeded augmentation of map-style training data) and
+fails when transformers changes them): `_get_dataloader` (loaders' data, sampler and preparation) and
 `_init_training_state` (where a stream's resumed pass starts).
 """
 
@@ -45,7 +45,8 @@ from ..models.configuration_deit import DeiTConfig
 from ..models.image_processing import image_processor_for
 from . import run_folder
 from .arguments import DeiTTrainingArguments
-from .callbacks import EmaCallback, FiniteWeightsCallback, StreamPositionCallback, check_finite_weights
+from .callbacks import EmaCallback, FiniteWeightsCallback, SamplerEpochCallback, StreamPositionCallback
+from .callbacks import check_finite_weights
 from .checkpoints import STREAM_STATE_NAME, check_checkpoint, check_checkpoint_keys
 from .fast_paths import run_teacher, sdpa_context
 from .flops import CachedFloatingPointOps
@@ -55,7 +56,7 @@ from .mixing import LambdaRecordingMixup, build_mixup, mix_batch
 from .monitor import TrainingMonitor
 from .recipe import NO_WEIGHT_DECAY
 from .schedule import build_scheduler
-from .setup import data_seed, resolve_setup, stream_epoch_batches
+from .setup import data_seed, dispatched_evaluation, resolve_setup, stream_epoch_batches
 from .storage import parameter_bytes, write_errors_named
 from .teacher_cache import CachedTeacher, MixRecord
 from .teacher_setup import resolve_teacher
@@ -113,9 +114,10 @@ class DistillationTrainer(CachedFloatingPointOps, Trainer):
         self.monitor = TrainingMonitor(self.teacher_source)
         self.ema = EmaCallback(self.model, args.model_ema_decay) if args.use_model_ema else None
         self.stream_position = StreamPositionCallback(uncounted=lambda: self._steps_per_epoch is None)
-        for callback in (self.monitor, self.ema, self.stream_position, FiniteWeightsCallback(self.model)):
-            if callback is not None:
-                self.add_callback(callback)
+        self.sampler_epoch = SamplerEpochCallback()  # the epoch of the map-style sampler _get_dataloader builds
+        for cb in (self.monitor, self.ema, self.stream_position, self.sampler_epoch, FiniteWeightsCallback(self.model)):
+            if cb is not None:
+                self.add_callback(cb)
         self._steps_per_epoch: int | None = None  # the Trainer's count; None for a stream of unknown size
         self._built_lr_scheduler = False
         self.run_claim: run_folder.RunClaim | None = None  # this run's hold on output_dir, while train() runs
@@ -207,17 +209,15 @@ class DistillationTrainer(CachedFloatingPointOps, Trainer):
         return super().get_resumed_dataloader(dataloader, num_batches)
 
     def _get_dataloader(self, dataset, description, batch_size, sampler_fn=None, is_training=False, dataloader_key=None):
-        # Private override (transformers' `Trainer._get_dataloader(dataset, description, batch_size, sampler_fn,
-        # is_training, dataloader_key)`, which builds every loader and passes it to accelerator.prepare): it
-        # replaces nothing of transformers' loader, only the dataset and sampler it is given (hf_deit.data.sampling:
-        # map-style training data read with (epoch, position) keys, the repeated-augmentation order). No public hook
-        # passes the sampler's keys to the dataset.
+        # Private override (transformers' builds every loader and hands it to accelerate; no public hook does): our
+        # map-style training data and sampler (hf_deit.data.sampling), evaluation streams dispatched (setup.py).
         if is_training and has_length(dataset) and not isinstance(dataset, torch.utils.data.IterableDataset):
             dataset, sampler_fn = seeded_training_data(
                 dataset, sampler_fn, repeated_aug=self.data_args.repeated_aug, world_size=self.args.world_size,
                 batch_size=self.args.train_batch_size, seed=data_seed(self.args), rank=self.args.process_index,
-            )
-        return super()._get_dataloader(dataset, description, batch_size, sampler_fn, is_training, dataloader_key)
+                on_sampler=self.sampler_epoch.watch)
+        with dispatched_evaluation(self.accelerator, dataset, is_training):
+            return super()._get_dataloader(dataset, description, batch_size, sampler_fn, is_training, dataloader_key)
 
     # --- checkpoints and exact resume -------------------------------------------------------------------------
     def _init_training_state(self, max_steps, num_update_steps_per_epoch, num_train_epochs, resume_from_checkpoint, trial):

@@ -1,7 +1,7 @@
 """A tiny DistillationTrainer run driven by the tests (tests/test_resume.py, tests/test_distributed.py).
 
-    python tests/scripts/train_tiny.py OUT_DIR --dataset map|stream [--kill-at-step N] [--resume] [--record-ids]
-        [--teacher-cache]
+    python tests/scripts/train_tiny.py OUT_DIR --dataset map|stream [--kill-at-step N | --pause-at-step N] [--resume]
+        [--record-ids] [--teacher-cache]
     torchrun --nproc_per_node 2 tests/scripts/train_tiny.py OUT_DIR --dataset map --record-ids
 
 Student: DeiT depth 1, width 32, 32 px, drop path 0.1 (so the RNG state matters); teacher: a 2-layer conv net;
@@ -85,6 +85,8 @@ def main() -> None:
     parser.add_argument("--max-steps", type=int, default=10)
     parser.add_argument("--save-steps", type=int, default=3)
     parser.add_argument("--kill-at-step", type=int, default=None)
+    parser.add_argument("--pause-at-step", type=int, default=None, help="after step N, write OUT_DIR/paused_rank{r} "
+                        "(this process' id) and wait there for the test to kill the whole launch (tests/test_scale_out.py)")
     parser.add_argument("--resume", action="store_true")
     parser.add_argument("--record-ids", action="store_true")
     parser.add_argument("--epochs", type=float, default=None)
@@ -141,6 +143,17 @@ def main() -> None:
                     os.kill(os.getpid(), signal.SIGKILL)  # no clean-up, as a pre-empted job
 
         callbacks.append(Kill())
+    if cli.pause_at_step is not None:
+        class Pause(TrainerCallback):
+            def on_step_end(self, args, state, control, **kwargs):
+                if state.global_step == cli.pause_at_step:
+                    marker = os.path.join(args.output_dir, f"paused_rank{args.process_index}")
+                    with open(marker + ".tmp", "w") as f:
+                        f.write(str(os.getpid()))
+                    os.replace(marker + ".tmp", marker)  # whole, when the test sees it
+                    signal.pause()  # until the test SIGKILLs torchrun and every rank, as a pre-empted node
+
+        callbacks.append(Pause())
     if cli.record_ids:
         class EpochMark(TrainerCallback):
             def on_epoch_end(self, args, state, control, **kwargs):
