@@ -8,7 +8,7 @@
     hf-deit cache-teacher runs/teacher_cifar10 ../shared/data/cifar10 runs/teacher_cifar10/cache-train.parquet
     python examples/distill.py <the same flags> --teacher_cache runs/teacher_cifar10/cache-train.parquet
     # the same with 2 DDP processes; on a machine without GPU add `--use_cpu --ddp_backend gloo` (without
-    # --use_cpu, transformers 5.23 silently runs 2 independent single-process trainings instead)
+    # --use_cpu transformers would not run DDP: each process would train its own copy, so the run is refused)
     accelerate launch --multi_gpu --num_processes 2 examples/distill.py <the same flags>
     # the paper's recipe on ImageNet-1k (DeiT-B distilled, RegNetY-16GF teacher), 8 GPUs, then publish: the
     # defaults are the official code's (global batch 1024, 300 epochs = 375,300 steps, bf16, EMA; `hf-deit recipe

@@ -35,7 +35,9 @@ def _convert(args: argparse.Namespace) -> None:
 def _shard(args: argparse.Namespace) -> None:
     from .data import shard_dataset
 
-    paths = shard_dataset(args.source, args.output_dir, num_shards=args.num_shards, format=args.format)
+    # One line per split: its shard sizes and the ranks x workers the shard count suits (a training stream whose
+    # shards the readers cannot share evenly is refused before training: hf_deit.data.shards.check_stream_shards).
+    paths = shard_dataset(args.source, args.output_dir, num_shards=args.num_shards, format=args.format, report=print)
     print(f"Wrote {len(paths)} shard files under {args.output_dir}")
 
 
@@ -227,7 +229,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("shard", help="turn an ImageNet-layout folder into parquet or webdataset shards")
     p.add_argument("source", help="folder with train/<class>/*.JPEG and/or val/<class>/*.JPEG")
     p.add_argument("output_dir")
-    p.add_argument("--num-shards", type=int, default=16, help="shards per split (>= total DataLoader workers)")
+    p.add_argument("--num-shards", "--num_shards", type=int, default=16,
+                   help="shards per split: a multiple of processes x DataLoader workers per process of the training")
     p.add_argument("--format", choices=["parquet", "webdataset"], default="parquet")
     p.set_defaults(func=_shard)
 

@@ -3,7 +3,14 @@
 A streaming dataset can feed only as many DataLoader workers (times ranks) as it has shards, and a folder streams
 as a single shard. Files are copied byte for byte (nothing is decoded or re-encoded, so broken files stay broken
 and are counted at training time), in a seeded random order so that every shard mixes all classes: a streaming
-shuffle only mixes within its buffer, and class-sorted shards would give class-sorted batches.
+shuffle only mixes within its buffer, and class-sorted shards would give class-sorted batches. Shard sizes differ
+by at most one image (round robin over the shuffled list): the closest to equal N shards of M images can be.
+
+Readers: each training process (rank) reads whole shards, and its DataLoader workers (0 workers: the process
+itself, one reader) split those shards again, so a training stream needs a shard count that every rank, and every
+worker within a rank, can take an equal share of: `check_stream_shards` refuses the others before training (the
+ranks would otherwise read different numbers of examples per pass and fall out of step), and `hf-deit shard` says
+which reader counts its shards suit (`suited_readers`).
 
 Layout written (both formats load with `load_image_dataset(output_dir)`):
     OUT/classes.tsv                              index, wnid (the label order used)
@@ -18,6 +25,7 @@ import logging
 import random
 import tarfile
 from pathlib import Path
+from typing import Callable
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -77,6 +85,69 @@ def _write_webdataset(path: Path, examples: list[tuple[Path, int]], root: Path) 
                 tar.addfile(info, io.BytesIO(data))
 
 
+def shard_sizes(num_examples: int, num_shards: int) -> list[int]:
+    """The size of each shard `shard_dataset` writes: round robin, so the first num_examples % num_shards shards
+    hold one image more than the others (13, 13, 12, 12 for 50 images in 4 shards)."""
+    return [len(range(index, num_examples, num_shards)) for index in range(num_shards)]
+
+
+def suited_readers(num_shards: int) -> list[int]:
+    """The reader counts (ranks x workers per rank) that can share `num_shards` shards evenly: its divisors."""
+    return [readers for readers in range(1, num_shards + 1) if num_shards % readers == 0]
+
+
+def describe_shards(split: str, sizes: list[int], format: str) -> str:  # noqa: A002 (the CLI's name for it)
+    """What `hf-deit shard` says about a split it wrote, e.g. "train: 50 images in 4 parquet shards of 12-13
+    images; 4 shards suit 1, 2 or 4 readers (ranks x workers)"."""
+    low, high = min(sizes), max(sizes)
+    per_shard = f"{low}" if low == high else f"{low}-{high}"
+    readers = [str(count) for count in suited_readers(len(sizes))]
+    listed = readers[0] if len(readers) == 1 else f"{', '.join(readers[:-1])} or {readers[-1]}"
+    return (f"{split}: {sum(sizes)} images in {len(sizes)} {format} shards of {per_shard} images; {len(sizes)} "
+            f"shards suit {listed} readers (ranks x workers)")
+
+
+def _even_split(num_shards: int, readers: int) -> str:
+    """e.g. "2, 1" for 3 shards over 2 readers: how many each reads when shards are dealt out whole."""
+    return ", ".join(str(len(range(index, num_shards, readers))) for index in range(readers))
+
+
+def check_stream_shards(num_shards: int, world_size: int, num_workers: int) -> None:
+    """Refuse a training stream that the ranks, or the DataLoader workers of a rank, cannot share evenly.
+
+    With `dispatch_batches` off, accelerate gives each of `world_size` ranks whole shards when there are at least as
+    many shards as ranks (`IterableDataset.shard`: 3 shards on 2 ranks are 2 and 1), else every rank reads the whole
+    stream and keeps its slice of each batch (even, only slower: accepted). Within a rank, datasets deals the
+    rank's shards out to its workers (0 workers: one reader), leaving workers beyond the shard count idle (even:
+    accepted). So the rule is "shards % (ranks x readers per rank) == 0", with readers per rank capped at the
+    rank's shard count. Unequal ranks read different numbers of examples per pass: they end passes, and so epochs,
+    at different steps, and examples are seen 1, 2 or 3 times per epoch. Unequal workers in one rank keep the rank's
+    count but end each pass with the idle workers' shards missing from the mix. Evaluation streams are not
+    checked: evaluation dispatches batches from one reader (see hf_deit.distillation.setup).
+    """
+    if world_size > 1 and num_shards >= world_size and num_shards % world_size:
+        raise ValueError(
+            f"The training stream has {num_shards} shards, which {world_size} processes cannot share evenly: each "
+            f"reads whole shards ({_even_split(num_shards, world_size)}), so the processes would read different "
+            "numbers of examples per pass, fall out of step (different epochs at the same step) and see examples "
+            f"unequally often. Re-shard with `hf-deit shard SOURCE OUT --num-shards N`, N a multiple of "
+            f"{world_size * max(num_workers, 1)} ({world_size} processes x {max(num_workers, 1)} reader(s) each: "
+            "the DataLoader workers, or the process itself with 0), or launch a number of processes that divides "
+            f"{num_shards} ({', '.join(map(str, suited_readers(num_shards)))})."
+        )
+    per_rank = num_shards // world_size if num_shards >= world_size else num_shards
+    readers = min(max(num_workers, 1), per_rank)
+    if per_rank % readers:
+        workers = [str(count) for count in suited_readers(per_rank) if count <= max(num_workers, 1)]
+        raise ValueError(
+            f"The training stream has {num_shards} shards: each of the {world_size} process(es) reads {per_rank}, "
+            f"which its {num_workers} DataLoader workers cannot share evenly ({_even_split(per_rank, readers)}). "
+            f"Use --dataloader_num_workers {' or '.join(workers)} (a divisor of {per_rank}), or re-shard with "
+            f"`hf-deit shard SOURCE OUT --num-shards N`, N a multiple of {world_size * num_workers} "
+            f"({world_size} process(es) x {num_workers} workers)."
+        )
+
+
 def shard_dataset(
     source: str | Path,
     output_dir: str | Path,
@@ -85,8 +156,12 @@ def shard_dataset(
     *,
     class_index_file: str | Path | None = None,
     seed: int = 0,
+    report: Callable[[str], None] | None = None,
 ) -> list[str]:
     """Write each split of an ImageNet-layout folder as `num_shards` shards; returns the paths written.
+
+    Shard sizes differ by at most one image (`shard_sizes`). `report` (default: the log, at info) gets one line per
+    split: its images, shards, shard sizes and the reader counts (ranks x workers) they suit (`describe_shards`).
 
     Class ids: `class_index_file`, else a classes.tsv / LOC_synset_mapping.txt in `source`, else the sorted union of
     class folder names over all splits (so train and val agree).
@@ -123,5 +198,5 @@ def shard_dataset(
             else:
                 _write_webdataset(path, chunk, split_dir)
             written.append(str(path))
-        logger.info("%s: %d images in %d %s shards", split, len(examples), shards, format)
+        (report or logger.info)(describe_shards(split, shard_sizes(len(examples), shards), format))
     return written

@@ -333,7 +333,22 @@ class DeiTTrainingArguments(TrainingArguments, MixupArguments):
         self.recipe_precision = self.precision  # as asked ("auto" unless given), for resolving on another machine
         self._apply_recipe(Environment.detect(self.use_cpu))
         # TrainingArguments.__post_init__ sets up the devices (and the process group under torchrun/accelerate).
-        super().__post_init__()
+        try:
+            super().__post_init__()
+        except ValueError as error:
+            if "process group has not been initialized" not in str(error) or "WORLD_SIZE" in os.environ:
+                raise
+            # --ddp_backend makes accelerate ask torch for the process group, which only a launcher creates. Its
+            # half-set state would make the next arguments built in this process skip device set-up: cleared.
+            from accelerate.state import AcceleratorState
+
+            AcceleratorState._reset_state(reset_partial_state=True)
+            raise ValueError(
+                f"--ddp_backend {self.ddp_backend} needs a process group, which a launcher creates, but this process "
+                "was not started by one (no WORLD_SIZE): start it with `torchrun --nproc_per_node N ...` or "
+                "`accelerate launch --num_processes N ...` (on a machine without GPU also --use_cpu), or leave "
+                "--ddp_backend out to train in one process."
+            ) from error
         devices = max(1, self.world_size) * max(1, self.n_gpu if self.world_size <= 1 else 1)
         if devices != self.recipe_environment.world_size:  # e.g. DataParallel over several GPUs in one process
             self._apply_recipe(Environment(**{**vars(self.recipe_environment), "world_size": devices}), batch_only=True)

@@ -5,8 +5,9 @@ that depends on another one is derived here (and logged), so that nothing else i
 
 The recipe's own dependencies (batch, learning rate, precision, workers) were resolved when the arguments were made
 (hf_deit.distillation.recipe); what needs the model or the data is resolved here:
-  * refused: arguments that are not DeiTTrainingArguments, no model, a regression / multi-label model, a launch that
-    the Trainer sees as one process (`check_launch`);
+  * refused: arguments that are not DeiTTrainingArguments, no model, a regression / multi-label model, a multi-process
+    launch in which the Trainer is not in distributed mode (`check_launch`), a training stream whose shards the
+    ranks x DataLoader workers cannot share evenly (`check_stream_shards_for`; evaluation streams are not checked);
   * `ddp_find_unused_parameters` off for a DeiT student (every parameter takes part in every loss);
   * evaluation after every epoch (the recipe) turned off when there is no evaluation data;
   * data arguments when none are given: DataArguments' defaults at the student's resolution (repeated augmentation
@@ -29,9 +30,11 @@ import torch
 from torch import nn
 from transformers import TrainingArguments
 from transformers.trainer_utils import IntervalStrategy
+from transformers.training_args import ParallelMode
 
 from ..data.arguments import DataArguments
 from ..data.epoch import batches_per_epoch, stream_size
+from ..data.shards import check_stream_shards
 from ..models.configuration_deit import DeiTConfig
 from ..models.modeling_deit import DeiTForImageClassification
 from .arguments import DeiTTrainingArguments
@@ -44,20 +47,42 @@ def data_seed(args: TrainingArguments) -> int:
     return args.data_seed if args.data_seed is not None else args.seed
 
 
+def _launched_processes() -> int:
+    """How many processes the launcher started (torchrun / accelerate launch set WORLD_SIZE; LOCAL_WORLD_SIZE as a
+    fallback for launchers that set only that)."""
+    return max(int(os.environ.get(name, "1")) for name in ("WORLD_SIZE", "LOCAL_WORLD_SIZE"))
+
+
 def check_launch(args: TrainingArguments) -> None:
-    """A multi-process launch that the Trainer sees as one process trains N independent copies into one
-    output_dir (transformers on a machine without GPU, unless told to use the CPU): refused, every process exits."""
-    launched = int(os.environ.get("WORLD_SIZE", "1"))
-    if launched > 1 and args.world_size == 1:
+    """A multi-process launch in which the Trainer is not in distributed mode trains N independent copies into one
+    output_dir: refused, on every process, before any data is read. Two ways it happens on a machine without GPU:
+    the Trainer sees one process (no --ddp_backend), or it sees them all but with parallel_mode NOT_PARALLEL
+    (--ddp_backend gloo without --use_cpu): the model is then never wrapped in DDP, so no gradient is synced, the
+    ranks' weights drift apart and every process exits 0 (issue 25: 2 ranks, weights 2.1e-4 apart)."""
+    launched = _launched_processes()
+    apart = args.world_size == 1 or args.parallel_mode in (ParallelMode.NOT_PARALLEL, ParallelMode.NOT_DISTRIBUTED)
+    if launched > 1 and apart:
         import torch.distributed as dist
 
         if dist.is_available() and dist.is_initialized():
             dist.destroy_process_group()  # so that every process exits with the error instead of waiting
+        seen = "one" if args.world_size == 1 else f"{args.world_size} with parallel_mode={args.parallel_mode.value}"
         raise ValueError(
-            f"Launched as {launched} processes (WORLD_SIZE={launched}) but the Trainer sees one: each process "
-            "would train its own copy and all would write to the same output_dir. On a machine without GPU add "
-            "--use_cpu --ddp_backend gloo; with GPUs, check that accelerate/torchrun sees them."
+            f"Launched as {launched} processes (WORLD_SIZE={os.environ.get('WORLD_SIZE', 'unset')}) but the Trainer "
+            f"sees {seen}, not a distributed run: each process would train its own copy without DDP (no gradient "
+            "sync) and all would write to the same output_dir. On a machine without GPU add --use_cpu --ddp_backend "
+            "gloo; with GPUs, check that accelerate/torchrun sees them."
         )
+
+
+def check_stream_shards_for(train_dataset: Any, args: TrainingArguments) -> None:
+    """A training stream (a datasets IterableDataset) whose shards the ranks x DataLoader workers cannot share evenly
+    is refused before any step (hf_deit.data.shards.check_stream_shards says why and what to do). Evaluation
+    streams are not checked: evaluation dispatches its batches from rank 0 (accelerate's dispatch_batches), which
+    reads every shard itself, so any shard count evaluates the same."""
+    num_shards = getattr(train_dataset, "num_shards", None)
+    if isinstance(num_shards, int):
+        check_stream_shards(num_shards, args.world_size, args.dataloader_num_workers or 0)
 
 
 def resolve_setup(
@@ -81,6 +106,7 @@ def resolve_setup(
             logger.info("A training stream: dispatch_batches -> False (each process reads its own shards; evaluation "
                         "streams are dispatched, dispatched_evaluation).")
             args.accelerator_config.dispatch_batches = False
+        check_stream_shards_for(train_dataset, args)
         _stream_max_steps(train_dataset, args, data_args)
     logger.info("Data seed (order and per-image augmentation): %d.", data_seed(args))
     return args, data_args
@@ -185,4 +211,5 @@ def _stream_max_steps(dataset: Any, args: TrainingArguments, data_args: DataArgu
     )
 
 
-__all__ = ["check_launch", "data_seed", "dispatched_evaluation", "resolve_setup", "stream_epoch_batches"]
+__all__ = ["check_launch", "check_stream_shards_for", "data_seed", "dispatched_evaluation", "resolve_setup",
+           "stream_epoch_batches"]
