@@ -88,6 +88,7 @@ THIRD_PARTY_FLAGS = {
     "--cpu", "--multi_gpu", "--num_processes", "--num_machines", "--machine_rank", "--main_process_ip",
     "--main_process_port", "--mixed_precision",  # accelerate launch
     "--repo-type",  # hf upload
+    "--nnodes", "--nproc_per_node", "--node_rank", "--rdzv_backend", "--rdzv_endpoint", "--rdzv_id",  # torchrun
 }  # fmt: skip
 FILE_EXTENSIONS = {"py", "md", "json", "jsonl", "txt", "tsv", "pth", "pt", "safetensors", "lock", "png", "sh", "tar",
                    "parquet", "whl", "jinja"}  # fmt: skip

@@ -18,6 +18,7 @@ from .loading import (
     count_local_examples,
     find_class_index_file,
     load_image_dataset,
+    load_image_files,
     read_class_index,
 )
 from .pipeline import (
@@ -64,6 +65,7 @@ __all__ = [
     "count_local_examples",
     "find_class_index_file",
     "load_image_dataset",
+    "load_image_files",
     "read_class_index",
     "DecodeAndTransform",
     "PreparedData",

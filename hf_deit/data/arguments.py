@@ -29,6 +29,19 @@ class DataArguments:
             "or a folder of webdataset .tar shards (as written by `hf-deit shard`)."
         },
     )
+    train_files: list[str] | None = field(
+        default=None,
+        metadata={
+            "help": "Training data files instead of --dataset_name's train split: local paths or globs, or URLs "
+            "(http(s)://, s3://, gs://: any fsspec protocol; s3/gs need s3fs/gcsfs), of parquet or webdataset .tar "
+            "shards (as `hf-deit shard` writes) or .arrow files. Globs on URLs need a store that lists folders "
+            "(s3, gs). Listed at start-up with retries; map-style data is downloaded into the datasets cache first."
+        },
+    )
+    validation_files: list[str] | None = field(
+        default=None,
+        metadata={"help": "Evaluation data files instead of --dataset_name's eval split (as --train_files)."},
+    )
     dataset_config_name: str | None = field(default=None, metadata={"help": "Hub dataset configuration name."})
     train_split: str = field(default="train", metadata={"help": "Split to train on."})
     eval_split: str = field(default="validation", metadata={"help": "Split to evaluate on (a folder's val/ is 'validation')."})
@@ -152,6 +165,10 @@ class DataArguments:
     )
 
     def __post_init__(self) -> None:
+        if "://" in self.dataset_name and not self.dataset_name.startswith(("hf://", "file://")):
+            from .loading import url_dataset_name_message
+
+            raise ValueError(url_dataset_name_message(self.dataset_name))
         if self.auto_augment in ("", "none", "None"):
             self.auto_augment = None
         self.train_crop_scale = [float(s) for s in self.train_crop_scale]
@@ -178,6 +195,17 @@ class DataArguments:
             raise ValueError(f"train_dataset_size must be >= 1 (or unset), got {self.train_dataset_size}")
         if self.device_augment:
             self.check_device_augment()
+
+    def files_for(self, train: bool) -> list[str] | None:
+        """The data files named for the train or evaluation split (None: that split comes from --dataset_name)."""
+        return self.train_files if train else self.validation_files
+
+    @property
+    def source(self) -> str:
+        """Where the training data comes from, in words (logs, model cards)."""
+        if self.train_files:
+            return self.train_files[0] + (f" (+{len(self.train_files) - 1} more)" if len(self.train_files) > 1 else "")
+        return self.dataset_name
 
     def check_device_augment(self) -> None:
         """Refuse what --device_augment does not implement (each message says what to use instead)."""

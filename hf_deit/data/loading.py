@@ -28,6 +28,7 @@ from datasets import (
 )
 
 from ..sources import require_source
+from .remote import builder_for, fetch_files, is_url, origin_metadata, resolve_files
 
 logger = logging.getLogger(__name__)
 
@@ -255,6 +256,8 @@ def load_image_dataset(
     `val/` is the `validation` split. Class order: `class_index_file`, else a classes.tsv / LOC_synset_mapping.txt
     inside the folder, else the source's ClassLabel (sorted folder names for image folders).
     """
+    if is_url(name_or_path) and not name_or_path.startswith("hf://"):
+        raise ValueError(url_dataset_name_message(name_or_path))
     require_source(name_or_path, "dataset folder")  # a missing local folder is said so, not sent to the Hub
     index_file = class_index_file or find_class_index_file(name_or_path)
     class_names = read_class_index(index_file) if index_file else None
@@ -267,3 +270,37 @@ def load_image_dataset(
             name: _standardize(part, name_or_path, class_names, image_column, label_column) for name, part in raw.items()
         })
     return _standardize(raw, name_or_path, class_names, image_column, label_column)
+
+
+def url_dataset_name_message(url: str) -> str:
+    return (
+        f"--dataset_name takes a Hub id or a local folder, not a URL ({url}). Name data files at URLs with "
+        "--train_files and --validation_files (paths, globs or URLs: https://host/imagenet/train-00000-of-00160.parquet "
+        "..., or a glob on a store that lists folders, e.g. 's3://bucket/imagenet/train-*.parquet')."
+    )
+
+
+def load_image_files(
+    files: list[str],
+    split: str = "train",
+    *,
+    streaming: bool = False,
+    class_index_file: str | Path | None = None,
+    image_column: str | None = None,
+    label_column: str | None = None,
+    cache_dir: str | None = None,
+) -> AnyDataset:
+    """Load data files (local paths or globs, or URLs: http(s)://, s3://, gs://, any fsspec protocol) of one format
+    (parquet, webdataset .tar or arrow: `hf-deit shard` writes the first two) as split `split`, with the columns of
+    `load_image_dataset`. The files are listed by hf_deit with retries (hf_deit.data.remote: datasets' own listing
+    neither retries nor names the cause); map-style data is downloaded into the datasets cache first."""
+    from datasets.data_files import DataFilesList
+
+    found = resolve_files(list(files))
+    builder = builder_for([path for path, _ in found])
+    if not streaming:
+        found = fetch_files(found, cache_dir)
+    data_files = DataFilesList([path for path, _ in found], [origin_metadata(info) for _, info in found])
+    raw = load_dataset(builder, data_files={split: data_files}, split=split, streaming=streaming, cache_dir=cache_dir)
+    class_names = read_class_index(class_index_file) if class_index_file else None
+    return _standardize(raw, ", ".join(files), class_names, image_column, label_column)

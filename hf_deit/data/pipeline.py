@@ -34,7 +34,8 @@ from .crop_record import CropRecordingTransform, record_crops
 from .decode import BadImageCounter, BrokenImageError, decode_image, image_key, read_image_bytes
 from .device_decode import ENCODED_IMAGE, EncodeForDevice
 from .epoch import record_stream_size, stream_size
-from .loading import AnyDataset, count_local_examples, load_image_dataset
+from .loading import IMAGENET_PARQUET_ID, AnyDataset, count_local_examples, load_image_dataset, load_image_files
+from .remote import builder_for, count_parquet_rows, resolve_files
 from .row_key import CONTENT_KEY, ROW_KEY, content_hash, row_key
 from .seeding import map_seeded
 from .transforms import build_eval_transform, build_train_transform, draft_size
@@ -312,17 +313,16 @@ class PreparedData:
         return iter((self.train_dataset, self.eval_dataset, self.label_names))
 
 
-def _load_split(data_args: DataArguments, split: str, max_samples: int | None) -> AnyDataset:
-    dataset = load_image_dataset(
-        data_args.dataset_name,
-        split,
-        streaming=data_args.streaming,
-        config_name=data_args.dataset_config_name,
-        class_index_file=data_args.class_index_file,
-        image_column=data_args.image_column,
-        label_column=data_args.label_column,
-        cache_dir=data_args.data_cache_dir,
-    )
+def _load_split(data_args: DataArguments, split: str, max_samples: int | None, train: bool) -> AnyDataset:
+    """One split: from --train_files / --validation_files when given (hf_deit.data.remote), else --dataset_name."""
+    options = dict(streaming=data_args.streaming, class_index_file=data_args.class_index_file,
+                   image_column=data_args.image_column, label_column=data_args.label_column,
+                   cache_dir=data_args.data_cache_dir)
+    files = data_args.files_for(train)
+    if files:
+        dataset = load_image_files(files, split, **options)
+    else:
+        dataset = load_image_dataset(data_args.dataset_name, split, config_name=data_args.dataset_config_name, **options)
     if max_samples is not None:
         dataset = dataset.take(max_samples) if isinstance(dataset, IterableDataset) else dataset.select(
             range(min(max_samples, len(dataset)))
@@ -330,22 +330,31 @@ def _load_split(data_args: DataArguments, split: str, max_samples: int | None) -
     return dataset
 
 
+def _count_files(data_args: DataArguments) -> int | None:
+    """Examples in --train_files without reading them: parquet footers (URLs too); None for other formats."""
+    found = resolve_files(data_args.train_files)
+    paths = [path for path, _ in found]
+    if builder_for(paths) == "parquet":
+        return count_parquet_rows(paths)
+    return None
+
+
 def train_stream_size(data_args: DataArguments, stream: IterableDataset) -> int | None:
     """How many examples a training stream holds, which sets its epoch: `--train_dataset_size`, else the split's
     size in the Hub metadata, else what the local files say (`count_local_examples`); `max_train_samples` caps it.
     None when nothing says (logged: the stream then has no epochs of the paper's length)."""
-    size = (
-        data_args.train_dataset_size
-        or stream_size(stream)
-        or count_local_examples(data_args.dataset_name, data_args.train_split)
-    )
+    size = data_args.train_dataset_size or stream_size(stream)
+    if size is None:
+        size = _count_files(data_args) if data_args.train_files else count_local_examples(
+            data_args.dataset_name, data_args.train_split)
     if data_args.max_train_samples is not None:
         size = min(size, data_args.max_train_samples) if size else data_args.max_train_samples
     if size is None:
         logger.warning(
             "The size of the training stream %s is unknown: it has no epoch of the paper's length, a pass over it "
             "(about len(dataset) samples) counts as one, and the Trainer needs --max_steps. Pass "
-            "--train_dataset_size N to train by epochs.", data_args.dataset_name,
+            "--train_dataset_size N to train by epochs (the examples of parquet files, local or at URLs, are counted "
+            "from their footers; webdataset tars at URLs are not).", data_args.source,
         )
     return size
 
@@ -374,8 +383,14 @@ def build_datasets(
     `check_labels(label_names)` runs once the label set is known and before the image scan (minutes on ImageNet), so
     that a label set the model or teacher cannot take stops the run early.
     """
-    train = _load_split(data_args, data_args.train_split, data_args.max_train_samples) if do_train else None
-    evaluation = _load_split(data_args, data_args.eval_split, data_args.max_eval_samples) if do_eval else None
+    if do_eval and data_args.train_files and not data_args.validation_files and data_args.dataset_name == IMAGENET_PARQUET_ID:
+        raise ValueError(
+            f"--train_files without --validation_files: the evaluation split would be read from --dataset_name's "
+            f"default, the Hub's {IMAGENET_PARQUET_ID}. Pass --validation_files (or --dataset_name for the evaluation "
+            "data), or run without evaluation."
+        )
+    train = _load_split(data_args, data_args.train_split, data_args.max_train_samples, True) if do_train else None
+    evaluation = _load_split(data_args, data_args.eval_split, data_args.max_eval_samples, False) if do_eval else None
     reference = train if train is not None else evaluation
     if reference is None:
         raise ValueError("nothing to build: do_train and do_eval are both False")
@@ -389,7 +404,8 @@ def build_datasets(
         counter = BadImageCounter(
             data_args.max_bad_fraction,
             expected_total=len(dataset) if isinstance(dataset, Dataset) else None,
-            name=f"{data_args.dataset_name} [{name}]",
+            name=f"{data_args.source if is_train else (data_args.validation_files or [data_args.dataset_name])[0]} "
+            f"[{name}]",
         )
         prepared.bad_images[name] = counter
         size = train_stream_size(data_args, dataset) if is_train and isinstance(dataset, IterableDataset) else None

@@ -70,7 +70,7 @@ def read_run_arguments(args: TrainingArguments, data_args: DataArguments | None)
         distillation_type=deit.distillation_type if deit else None,
         alpha=deit.distillation_alpha if deit else None,
         tau=deit.distillation_tau if deit else None,
-        dataset=data_args.dataset_name if data_args else None,
+        dataset=data_args.source if data_args else None,  # --train_files when given
         eval_split=data_args.eval_split if data_args else None,
         optimisation=optimisation,
         augmentation=augmentation,

@@ -2,7 +2,7 @@
 tests/test_epoch.py).
 
     python tests/scripts/train_images.py DATA OUT_DIR [--stream] [--workers N] [--kill-at-step N] [--resume]
-        [--device-augment]
+        [--device-augment] [--train-files FILE_OR_URL ...]
     torchrun --nproc_per_node 2 --standalone tests/scripts/train_images.py DATA OUT_DIR --epochs 2 --record-keys
 
 DATA is an image folder (map-style) or a folder of `hf-deit shard` parquet shards (streamed). The data pipeline is
@@ -40,6 +40,7 @@ def parse_arguments() -> argparse.Namespace:
     parser.add_argument("--resume", action="store_true")
     parser.add_argument("--record-keys", action="store_true")
     parser.add_argument("--device-augment", action="store_true")
+    parser.add_argument("--train-files", nargs="+", default=None, help="DataArguments.train_files (paths or URLs)")
     return parser.parse_args()
 
 
@@ -70,7 +71,7 @@ def main() -> None:
     from hf_deit.distillation.student import prepare_student
 
     data_args = DataArguments(dataset_name=cli.data, streaming=cli.stream, image_size=48, shuffle_buffer_size=16,
-                              device_augment=cli.device_augment)
+                              device_augment=cli.device_augment, train_files=cli.train_files)
     train_dataset, _, labels = build_datasets(data_args, seed=42, do_eval=False)
     assert len(labels) == NUM_LABELS, labels
     args = DeiTTrainingArguments(
