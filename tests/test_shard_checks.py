@@ -84,13 +84,23 @@ def test_shards_the_ranks_cannot_share_are_refused_with_what_to_do():
         check_stream_shards(3, 2, 0)
 
 
-def test_shards_the_workers_of_a_rank_cannot_share_are_refused_with_what_to_do():
-    with pytest.raises(ValueError, match=r"each of the 2 process\(es\) reads 6, which its 4 DataLoader workers "
-                                         r"cannot share evenly \(2, 2, 1, 1\).*--dataloader_num_workers 1 or 2 or 3.*"
-                                         r"a multiple of 8"):
-        check_stream_shards(12, 2, 4)
-    with pytest.raises(ValueError, match="reads 3, which its 2 DataLoader workers"):
-        check_stream_shards(3, 1, 2)  # one process too: its workers would read 2 and 1 shards
+def test_workers_that_cannot_share_a_ranks_shards_are_lowered_to_a_count_that_can():
+    assert check_stream_shards(12, 2, 4) == 3  # 6 shards per rank: 4 workers would read 2, 2, 1, 1
+    assert check_stream_shards(3, 1, 2) == 1  # one process too: its 2 workers would read 2 and 1 shards
+    assert check_stream_shards(16, 1, 10) == 8  # hf-deit shard's default count with the recipe's 10 workers
+    assert check_stream_shards(16, 2, 4) == 4 and check_stream_shards(16, 2, 10) == 10  # even / extra ones idle
+    assert check_stream_shards(5, 1, 0) == 0
+
+
+def test_resolve_setup_lowers_uneven_workers_and_says_so(caplog):
+    from types import SimpleNamespace
+
+    from hf_deit.distillation.setup import check_stream_shards_for
+    args = SimpleNamespace(world_size=1, dataloader_num_workers=10)
+    with caplog.at_level("WARNING", logger="hf_deit"):
+        check_stream_shards_for(SimpleNamespace(num_shards=16), args)
+    assert args.dataloader_num_workers == 8
+    assert "--dataloader_num_workers 10 -> 8" in caplog.text and "a multiple of 10" in caplog.text
 
 
 # --- real 2-process launches ----------------------------------------------------------------------------------------

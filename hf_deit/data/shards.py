@@ -8,7 +8,8 @@ by at most one image (round robin over the shuffled list): the closest to equal 
 
 Readers: each training process (rank) reads whole shards, and its DataLoader workers (0 workers: the process
 itself, one reader) split those shards again, so a training stream needs a shard count that every rank, and every
-worker within a rank, can take an equal share of: `check_stream_shards` refuses the others before training (the
+worker within a rank, can take an equal share of: `check_stream_shards` refuses uneven ranks before training and lowers uneven
+workers (the
 ranks would otherwise read different numbers of examples per pass and fall out of step), and `hf-deit shard` says
 which reader counts its shards suit (`suited_readers`).
 
@@ -112,18 +113,19 @@ def _even_split(num_shards: int, readers: int) -> str:
     return ", ".join(str(len(range(index, num_shards, readers))) for index in range(readers))
 
 
-def check_stream_shards(num_shards: int, world_size: int, num_workers: int) -> None:
-    """Refuse a training stream that the ranks, or the DataLoader workers of a rank, cannot share evenly.
+def check_stream_shards(num_shards: int, world_size: int, num_workers: int) -> int:
+    """Refuse a training stream that the ranks cannot share evenly; return the DataLoader workers per rank that
+    share the rank's shards evenly (`num_workers` itself, or the largest divisor of the rank's shard count below it).
 
     With `dispatch_batches` off, accelerate gives each of `world_size` ranks whole shards when there are at least as
     many shards as ranks (`IterableDataset.shard`: 3 shards on 2 ranks are 2 and 1), else every rank reads the whole
-    stream and keeps its slice of each batch (even, only slower: accepted). Within a rank, datasets deals the
-    rank's shards out to its workers (0 workers: one reader), leaving workers beyond the shard count idle (even:
-    accepted). So the rule is "shards % (ranks x readers per rank) == 0", with readers per rank capped at the
-    rank's shard count. Unequal ranks read different numbers of examples per pass: they end passes, and so epochs,
-    at different steps, and examples are seen 1, 2 or 3 times per epoch. Unequal workers in one rank keep the rank's
-    count but end each pass with the idle workers' shards missing from the mix. Evaluation streams are not
-    checked: evaluation dispatches batches from one reader (see hf_deit.distillation.setup).
+    stream and keeps its slice of each batch (even, only slower: accepted). Unequal ranks read different numbers of
+    examples per pass: they end passes, and so epochs, at different steps, and examples are seen 1, 2 or 3 times per
+    epoch: refused. Within a rank, datasets deals the rank's shards out to its workers (0 workers: one reader),
+    leaving workers beyond the shard count idle. Unequal workers in one rank keep the rank's count but end each pass
+    with the busier workers' shards alone in the mix, so the worker count is lowered to one that divides the rank's
+    shards (the caller says so): 16 shards with the recipe's 10 workers on one GPU run with 8. Evaluation streams
+    are not checked: evaluation dispatches batches from one reader (see hf_deit.distillation.setup).
     """
     if world_size > 1 and num_shards >= world_size and num_shards % world_size:
         raise ValueError(
@@ -136,16 +138,9 @@ def check_stream_shards(num_shards: int, world_size: int, num_workers: int) -> N
             f"{num_shards} ({', '.join(map(str, suited_readers(num_shards)))})."
         )
     per_rank = num_shards // world_size if num_shards >= world_size else num_shards
-    readers = min(max(num_workers, 1), per_rank)
-    if per_rank % readers:
-        workers = [str(count) for count in suited_readers(per_rank) if count <= max(num_workers, 1)]
-        raise ValueError(
-            f"The training stream has {num_shards} shards: each of the {world_size} process(es) reads {per_rank}, "
-            f"which its {num_workers} DataLoader workers cannot share evenly ({_even_split(per_rank, readers)}). "
-            f"Use --dataloader_num_workers {' or '.join(workers)} (a divisor of {per_rank}), or re-shard with "
-            f"`hf-deit shard SOURCE OUT --num-shards N`, N a multiple of {world_size * num_workers} "
-            f"({world_size} process(es) x {num_workers} workers)."
-        )
+    if num_workers <= 1 or num_workers >= per_rank or per_rank % num_workers == 0:
+        return num_workers  # one reader, one shard per worker (extra workers idle), or an even deal
+    return max(count for count in suited_readers(per_rank) if count <= num_workers)
 
 
 def shard_dataset(

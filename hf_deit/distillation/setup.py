@@ -77,12 +77,23 @@ def check_launch(args: TrainingArguments) -> None:
 
 def check_stream_shards_for(train_dataset: Any, args: TrainingArguments) -> None:
     """A training stream (a datasets IterableDataset) whose shards the ranks x DataLoader workers cannot share evenly
-    is refused before any step (hf_deit.data.shards.check_stream_shards says why and what to do). Evaluation
+    is refused before any step (hf_deit.data.shards.check_stream_shards says why and what to do); DataLoader workers
+    that cannot share a rank's shards evenly are lowered to a count that can, with a warning. Evaluation
     streams are not checked: evaluation dispatches its batches from rank 0 (accelerate's dispatch_batches), which
     reads every shard itself, so any shard count evaluates the same."""
     num_shards = getattr(train_dataset, "num_shards", None)
-    if isinstance(num_shards, int):
-        check_stream_shards(num_shards, args.world_size, args.dataloader_num_workers or 0)
+    if not isinstance(num_shards, int):
+        return
+    requested = args.dataloader_num_workers or 0
+    workers = check_stream_shards(num_shards, args.world_size, requested)
+    if workers != requested:
+        logger.warning(
+            "The training stream's %d shards give each of the %d process(es) %d, which %d DataLoader workers cannot "
+            "share evenly: --dataloader_num_workers %d -> %d. Re-shard with `hf-deit shard SOURCE OUT --num-shards "
+            "N`, N a multiple of %d, to use all %d.", num_shards, args.world_size, num_shards // args.world_size,
+            requested, requested, workers, args.world_size * requested, requested,
+        )
+        args.dataloader_num_workers = workers
 
 
 def resolve_setup(
