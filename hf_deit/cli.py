@@ -21,6 +21,7 @@ Errors are one line on stderr with exit code 1; `hf-deit --debug ...` shows the 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
@@ -72,6 +73,8 @@ def _predict(args: argparse.Namespace) -> None:
     except OSError as error:
         if source.local:
             raise
+        if os.environ.get("HF_HUB_OFFLINE", "0").lower() in ("1", "true", "yes"):  # the Hub's error is noise here
+            raise FileNotFoundError(f"model folder not found: {args.model} ({hub_failure_hint(args.model)})") from error
         raise OSError(f"could not load the model {args.model!r} ({hub_failure_hint(args.model)}): {error}") from error
     failed = _classify_files(classifier, paths, args.top_k)
     if failed:

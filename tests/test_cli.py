@@ -76,8 +76,9 @@ def test_predict_on_a_folder_with_a_timm_teacher_folder(teacher_folder, imagenet
     [
         (["predict", "{model}", "missing.jpg"], "hf-deit: error: no such image file or folder: missing.jpg"),
         (["predict", "./no-such-model", "{photo}"], "hf-deit: error: model folder not found: ./no-such-model"),
-        (["predict", "org/not-cached-anywhere", "{photo}"], "hf-deit: error: could not load the model "
-                                                           "'org/not-cached-anywhere' (no local folder "),
+        # offline, a Hub-id-shaped name that is no local folder is said to be missing, without the Hub's error
+        (["predict", "org/not-cached-anywhere", "{photo}"], "hf-deit: error: model folder not found: "
+                                                           "org/not-cached-anywhere (no local folder "),
         # runs/ exists here, so runs/nope is a missing folder, not the Hub repo "runs/nope" (tried offline)
         (["predict", "runs/nope", "{photo}"], "hf-deit: error: model folder not found: runs/nope"),
     ],

@@ -273,3 +273,19 @@ def test_a_damaged_checkpoint_file_is_named_before_loading(tmp_path, stream_chec
     problem = "non-finite" if named == "model.safetensors" else ("truncated or replaced" if marker else "corrupt")
     with pytest.raises(CheckpointError, match=rf"{checkpoint / named} .*{problem}"):
         train(tmp_path / "other", resume=str(checkpoint), max_steps=2, data=dataset().to_iterable_dataset(num_shards=2))
+
+
+def test_a_safetensors_write_that_failed_is_named_not_the_newest_file(tmp_path):
+    """safetensors deletes a weights file it could not finish: the newest file (trainer_state.json written after the
+    model) is not the one that failed; the missing weights file is (found on a full tmpfs: the EMA save failed)."""
+    from safetensors import SafetensorError
+
+    from hf_deit.distillation.storage import describe_write_error
+    error = SafetensorError("Error while serializing: I/O error: No space left on device (os error 28)")
+    (tmp_path / "model.safetensors").write_bytes(b"x")
+    (tmp_path / "trainer_state.json").write_text("{}")
+    detail = describe_write_error(error, str(tmp_path), 10)
+    assert "no space left on device" in detail and detail.count("model_ema.safetensors") == 1
+    (tmp_path / "model.safetensors").unlink()
+    assert str(tmp_path / "model.safetensors") in describe_write_error(error, str(tmp_path), 10)
+    assert str(tmp_path / "trainer_state.json") in describe_write_error(OSError(28, "No space"), str(tmp_path), 10)

@@ -311,3 +311,12 @@ def test_an_old_cache_format_is_refused_with_the_rebuild_command(folder, tmp_pat
     with pytest.raises(StaleTeacherCacheError, match=rf"cache format 2, this hf_deit reads 3\. Rebuild it with "
                        rf"`hf-deit cache-teacher t {folder} {tmp_path / 'old.parquet'}`"):  # fmt: skip
         CachedTeacher.load(str(tmp_path / "old.parquet"))
+
+
+def test_a_nan_teachers_logits_are_not_cached():
+    from hf_deit.distillation.teacher_cache import check_dense_map
+    dense = torch.zeros(2, 3, 4, 4)
+    check_dense_map(dense, torch.zeros(2, 3))  # finite and consistent: accepted
+    dense[1, 0, 2, 2] = float("nan")
+    with pytest.raises(FloatingPointError, match="non-finite logits"):
+        check_dense_map(dense, torch.full((2, 3), float("nan")))

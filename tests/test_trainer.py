@@ -140,6 +140,23 @@ def test_a_nan_teacher_stops_the_run_naming_the_step_and_the_teacher(tmp_path, d
     assert trainer.state.global_step == 2  # stopped at the first log after it, not at the end of the run
 
 
+@pytest.mark.parametrize("distillation_type", ["hard", "soft"])
+def test_a_nan_teacher_stops_before_a_checkpoint_is_written_naming_the_teacher(tmp_path, distillation_type):
+    """A save step before the next log: the monitor's flags are read before the checkpoint, so nothing trained on the
+    NaN teacher's targets is written, and the error names the teacher (the soft loss's NaN reaches the weights, which
+    would otherwise be blamed on the learning rate)."""
+    class NaNTeacher(nn.Module):
+        def forward(self, x):
+            return torch.full((x.shape[0], C), float("nan"))
+
+    trainer = DistillationTrainer(model=student(), args=args(tmp_path, distillation_type=distillation_type,
+                                                             logging_steps=50, save_strategy="steps", save_steps=1),
+                                  teacher=NaNTeacher(), train_dataset=dataset())
+    with pytest.raises(FloatingPointError, match=r"teacher NaNTeacher gave non-finite logits .* at global step 1"):
+        trainer.train()
+    assert trainer.state.global_step == 1 and not list(tmp_path.glob("checkpoint-*"))
+
+
 def test_class_mismatch_stops_before_training(tmp_path):
     with pytest.raises(TeacherMismatchError, match="predicts 7 classes but the student has 4"):
         DistillationTrainer(model=student(), args=args(tmp_path), teacher=teacher_net(classes=7), train_dataset=dataset())

@@ -22,7 +22,7 @@ import json
 import logging
 import math
 import os
-from typing import Callable
+from typing import Any, Callable
 
 import torch
 from torch import nn
@@ -144,13 +144,17 @@ def check_finite_weights(model: nn.Module, what: str, step: int) -> None:
 
 
 class FiniteWeightsCallback(TrainerCallback):
-    """Before transformers writes a checkpoint (after DefaultFlowCallback decided to save), the weights are finite."""
+    """Before transformers writes a checkpoint (after DefaultFlowCallback decided to save): no non-finite loss or
+    teacher logit since the start (the monitor's flags, read here as at a log: a checkpoint trained on a NaN teacher's
+    targets is not written, and the error names the teacher, not the learning rate), then finite weights."""
 
-    def __init__(self, model: nn.Module) -> None:
-        self.model = model
+    def __init__(self, model: nn.Module, monitor: Any = None, accelerator: Any = None) -> None:
+        self.model, self.monitor, self.accelerator = model, monitor, accelerator
 
     def on_step_end(self, args, state, control, **kwargs):
         if control.should_save:
+            if self.monitor is not None:
+                self.monitor.report(self.accelerator, args.gradient_accumulation_steps, parts=False)
             check_finite_weights(self.model, f"checkpoint-{state.global_step} was", state.global_step)
 
     on_epoch_end = on_step_end  # save_strategy="epoch" decides there

@@ -105,6 +105,15 @@ def _newest_file(folder: str) -> str | None:
     return max(paths, key=os.path.getmtime, default=None)
 
 
+def _unfinished_weights(folder: str) -> str | None:
+    """safetensors deletes a weights file it could not finish, so the newest file is not the one that failed: the
+    weights file a checkpoint should hold but does not is (the model's first, then the EMA's, the order of saving)."""
+    for name in ("model.safetensors", "model_ema.safetensors"):
+        if not os.path.exists(os.path.join(folder, name)):
+            return os.path.join(folder, name)
+    return None
+
+
 def is_write_error(error: BaseException) -> bool:
     """An error that a full or failing disk gives while a file is written (the checks above name the rest)."""
     if isinstance(error, OSError) and error.errno in (*_NO_SPACE, errno.EROFS, errno.EIO):
@@ -118,15 +127,19 @@ def describe_write_error(error: BaseException, folder: str, needed: int) -> str:
     """"<cause>; the file being written: <file>" for an error raised while writing into `folder`.
 
     The cause is "no space left on device" when the error or the file system says so (less free than `needed`,
-    the size of what was being written), else the error itself. The file is the error's own, or else the newest in
-    `folder`: files are written one after another, so the newest is the one cut short."""
+    the size of what was being written), else the error itself. The file is the error's own, else for safetensors the
+    weights file missing from `folder`, else the newest in `folder`: files are written one after another, so the
+    newest is the one cut short."""
     free = shutil.disk_usage(_existing(folder)).free
     full = getattr(error, "errno", None) in _NO_SPACE or any(text in str(error) for text in _NO_SPACE_TEXT)
     if full or free < needed:
         cause = f"no space left on device ({_size(free)} free there; this needs about {_size(needed)})"
     else:
         cause = f"{type(error).__name__}: {error}"
-    path = getattr(error, "filename", None) or _newest_file(folder)
+    path = getattr(error, "filename", None)
+    if path is None and isinstance(error, SafetensorError):
+        path = _unfinished_weights(folder)
+    path = path or _newest_file(folder)
     return f"{cause}; the file being written: {path or folder} ({type(error).__name__}: {error})"
 
 

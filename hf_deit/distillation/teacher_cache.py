@@ -109,7 +109,14 @@ def dense_logits(teacher: FrozenTeacher, pixel_values: torch.Tensor) -> tuple[to
 
 
 def check_dense_map(dense: torch.Tensor, logits: torch.Tensor, atol: float = 1e-3) -> None:
-    """The mean of the dense map over all locations must give the teacher's logits (avg pool + linear head)."""
+    """The mean of the dense map over all locations must give the teacher's logits (avg pool + linear head), and
+    both must be finite: a NaN teacher would otherwise be cached (NaN compares false against any tolerance)."""
+    if not bool(torch.isfinite(dense).all() and torch.isfinite(logits).all()):
+        raise FloatingPointError(
+            "The teacher gave non-finite logits (NaN or inf) while its cache was built: a cache of them would teach "
+            "the student garbage. Check the teacher's weights (e.g. `hf-deit predict` with it) and its input "
+            "normalisation."
+        )
     error = float((dense.mean(dim=(2, 3)) - logits).abs().max())
     if error > atol * max(1.0, float(logits.abs().max())):
         raise TypeError(

@@ -15,8 +15,7 @@ What each part does lives elsewhere; the trainer wires them into transformers' p
     output folder's lock, run id and complete checkpoints; recipe.py / schedule.py: the optimizer groups and the
     paper's schedule; flops.py: transformers' per-step FLOP count with the parameters counted once;
   * hf_deit.data.sampling: the paper's epoch and per-image augmentation seeds of map-style data; hf_deit.data.epoch:
-    a stream of known size cut into epochs.
-docs/architecture.md says where each piece of training state lives and who writes it.
+    a stream of known size cut into epochs. (docs/architecture.md: where each piece of training state lives.)
 
 Private Trainer methods overridden (each says which transformers behaviour it replaces; tests/test_trainer_hooks.py
 fails when transformers changes them): `_get_dataloader` (loaders' data, sampler and preparation) and
@@ -115,7 +114,8 @@ class DistillationTrainer(CachedFloatingPointOps, Trainer):
         self.ema = EmaCallback(self.model, args.model_ema_decay) if args.use_model_ema else None
         self.stream_position = StreamPositionCallback(uncounted=lambda: self._steps_per_epoch is None)
         self.sampler_epoch = SamplerEpochCallback()  # the epoch of the map-style sampler _get_dataloader builds
-        for cb in (self.monitor, self.ema, self.stream_position, self.sampler_epoch, FiniteWeightsCallback(self.model)):
+        finite = FiniteWeightsCallback(self.model, self.monitor, self.accelerator)  # teacher and loss, then weights
+        for cb in (self.monitor, self.ema, self.stream_position, self.sampler_epoch, finite):
             if cb is not None:
                 self.add_callback(cb)
         self._steps_per_epoch: int | None = None  # the Trainer's count; None for a stream of unknown size
