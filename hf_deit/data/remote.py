@@ -25,7 +25,7 @@ import logging
 import os
 import time
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, Callable, TypeVar
+from typing import Any, Callable, Iterator, TypeVar
 
 logger = logging.getLogger(__name__)
 
@@ -47,13 +47,19 @@ def is_url(path: str) -> bool:
     return bool(sep) and protocol not in ("file", "local") and "/" not in protocol
 
 
+def _chain(error: BaseException | None) -> Iterator[BaseException]:
+    """The error and the ones it was raised from or during (fsspec and datasets wrap the HTTP client's)."""
+    while error is not None:
+        yield error
+        error = error.__cause__ or error.__context__
+
+
 def _status(error: BaseException) -> int | None:
     """The HTTP status behind an error (aiohttp's `status`, httpx's `response.status_code`), along its causes."""
-    while error is not None:
-        status = getattr(error, "status", None) or getattr(getattr(error, "response", None), "status_code", None)
+    for link in _chain(error):
+        status = getattr(link, "status", None) or getattr(getattr(link, "response", None), "status_code", None)
         if isinstance(status, int):
             return status
-        error = error.__cause__ or error.__context__
     return None
 
 
@@ -68,11 +74,7 @@ def _is_transient(error: BaseException) -> bool:
         connection_errors += (aiohttp.ClientConnectionError, aiohttp.ClientPayloadError)
     except ImportError:
         pass
-    while error is not None:
-        if isinstance(error, connection_errors):
-            return True
-        error = error.__cause__ or error.__context__
-    return False
+    return any(isinstance(link, connection_errors) for link in _chain(error))
 
 
 def _cause(error: BaseException) -> str:
