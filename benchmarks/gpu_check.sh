@@ -49,7 +49,7 @@ fi
 missing=$("$python" - <<'PY'
 import importlib.util
 wanted = {"datasets": "datasets>=4.0", "evaluate": "evaluate>=0.4.3", "timm": "timm>=1.0.20",
-          "transformers": "transformers>=5.17,<6", "accelerate": "accelerate>=1.10", "safetensors": "safetensors>=0.4",
+          "transformers": "transformers>=5.25,<6", "accelerate": "accelerate>=1.10", "safetensors": "safetensors>=0.4",
           "huggingface_hub": "huggingface-hub>=1.0", "PIL": "Pillow>=10", "jinja2": "jinja2>=3.1", "tqdm": "tqdm",
           "matplotlib": "matplotlib>=3.8"}
 print(" ".join(req for name, req in wanted.items() if importlib.util.find_spec(name) is None))

@@ -142,10 +142,7 @@ def main() -> None:
     trainer.create_model_card()  # README.md + training_curves.png in output_dir
     if training_args.push_to_hub:
         trainer.push_to_hub()
-    # Tear the process group down before interpreter exit: left to exit, a gloo rank now and then aborted with
-    # "terminate called without an active exception" after its work was done.
-    trainer.accelerator.wait_for_everyone()
-    trainer.accelerator.end_training()
+    trainer.close()  # the process group and DDP torn down now, not at interpreter exit (DistillationTrainer.close)
 
 
 if __name__ == "__main__":

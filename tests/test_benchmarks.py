@@ -50,3 +50,17 @@ def test_each_stage_stops_at_its_own_cut(tmp_path):
     headers = re.findall(r"^## \d+\. .* \[(\w+)\] \(\d+ s, (.*)\)$", out.read_text(), flags=re.MULTILINE)
     # the first stage's cut did not stop the second; nothing else ran
     assert headers == [("loader", "cut at its 2 s limit"), ("syncs", "cut at its 2 s limit")]
+
+
+def test_the_gpu_script_installs_what_pyproject_requires():
+    """gpu_check.sh installs what a bare GPU image lacks; its requirements are pyproject's, not an older copy."""
+    import tomllib
+
+    deps = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["dependencies"]
+    script = (ROOT / "benchmarks" / "gpu_check.sh").read_text()
+    wanted = re.findall(r'"[\w.]+": "([^"]+)"', script[script.index("wanted = {"):])
+    assert wanted, "no install list found in gpu_check.sh"
+    for requirement in wanted:
+        name = re.match(r"[A-Za-z0-9_.-]+", requirement).group(0).lower()
+        ours = [dep for dep in deps if re.match(r"[A-Za-z0-9_.-]+", dep).group(0).lower() == name]
+        assert ours == [requirement], f"gpu_check.sh wants {requirement!r}, pyproject.toml says {ours}"

@@ -40,6 +40,10 @@ def test_two_processes_stay_in_sync_and_split_the_data(tmp_path):
     # the loss parts are logged (averaged over the ranks) in the distributed run too
     logs = [entry for entry in reports[0]["log_history"] if "loss" in entry]
     assert logs and all("distillation_loss" in entry and "base_loss" in entry for entry in logs)
+    # DistillationTrainer.close() left no process group and no DDP wrapper (which holds the group) to interpreter exit
+    for rank in (0, 1):
+        closed = json.loads((tmp_path / f"closed_rank{rank}.json").read_text())
+        assert closed == {"ddp_wrappers_alive": 0, "process_group": False}, (rank, closed)
 
 
 def test_repeated_augmentation_gives_each_rank_what_timm_would(tmp_path):

@@ -296,5 +296,22 @@ class DistillationTrainer(CachedFloatingPointOps, Trainer):
             card = model_card_from_trainer(self, data_args, self.teacher_source)
             card.save(os.path.join(self.args.output_dir, "README.md"))
 
+    # --- end of the run ---------------------------------------------------------------------------------------
+    def close(self) -> None:
+        """Ends a run's processes cleanly; call it last (examples/distill.py does). Every rank waits for the others,
+        the process group is destroyed, then the DDP wrapper and accelerate's references are dropped and collected,
+        so that the group's backend (DDP's reducer holds it; gloo's worker threads) is torn down now, while the
+        interpreter is whole. Left to interpreter exit, a 2-process gloo rank now and then aborted with "terminate
+        called without an active exception" after all its work was done, even with the group destroyed. The
+        trainer cannot train after it; its model (self.model) stays usable."""
+        import gc
+
+        self.accelerator.wait_for_everyone()
+        self.accelerator.end_training()  # trackers finished, process group destroyed
+        self.accelerator.free_memory()  # accelerate's own references: prepared models (DDP), optimizers, loaders
+        self.model_wrapped = self.model
+        self.optimizer = self.lr_scheduler = None
+        gc.collect()
+
 
 __all__ = ["DistillationTrainer"]

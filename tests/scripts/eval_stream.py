@@ -74,8 +74,7 @@ def main() -> None:
     if trainer.is_world_process_zero():
         with open(os.path.join(cli.output_dir, f"metrics_{args.world_size}.json"), "w") as f:
             json.dump(metrics, f)
-    trainer.accelerator.wait_for_everyone()
-    trainer.accelerator.end_training()
+    trainer.close()  # as examples/distill.py ends: gloo and DDP torn down before interpreter exit
 
 
 if __name__ == "__main__":

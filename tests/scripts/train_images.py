@@ -114,8 +114,7 @@ def main() -> None:
     if cli.record_keys:
         with open(os.path.join(cli.output_dir, f"keys_rank{args.process_index}.json"), "w") as f:
             json.dump({"epochs": epochs, "global_step": trainer.state.global_step}, f)
-    trainer.accelerator.wait_for_everyone()
-    trainer.accelerator.end_training()  # tear gloo down explicitly (see train_tiny.py)
+    trainer.close()  # as examples/distill.py ends: gloo and DDP torn down before interpreter exit
 
 
 if __name__ == "__main__":

@@ -190,10 +190,16 @@ def main() -> None:
         }
         with open(os.path.join(cli.output_dir, f"ids_rank{rank}.json"), "w") as f:
             json.dump(report, f)
-    # Tear gloo down explicitly: left to interpreter exit, one rank now and then aborted with "terminate called
-    # without an active exception" after all its work was done (seen once in ~5 clean-clone CI runs).
-    trainer.accelerator.wait_for_everyone()
-    trainer.accelerator.end_training()  # as examples/distill.py ends
+    trainer.close()  # as examples/distill.py ends: gloo and DDP torn down before interpreter exit
+    if distributed:  # what close() leaves: no DDP wrapper (it holds the process group) and no process group
+        import gc
+
+        import torch.distributed as dist
+        from torch.nn.parallel import DistributedDataParallel
+
+        alive = sum(isinstance(obj, DistributedDataParallel) for obj in gc.get_objects())
+        with open(os.path.join(cli.output_dir, f"closed_rank{rank}.json"), "w") as f:
+            json.dump({"ddp_wrappers_alive": alive, "process_group": dist.is_initialized()}, f)
 
 
 if __name__ == "__main__":
