@@ -11,6 +11,7 @@ import collections
 import functools
 import http.server
 import os
+import re
 import subprocess
 import sys
 import threading
@@ -133,6 +134,19 @@ def test_a_glob_on_a_listing_server_and_stream_size_from_footers(serve, quick_re
     assert prepared.label_names == ["class_0", "class_1", "class_2", "class_3"]
     assert prepared.train_dataset.info.splits["train"].num_examples == 16  # read from the 4 parquet footers
     assert sum(1 for _ in prepared.eval_dataset) == 4
+
+
+def test_recipe_counts_the_training_files_at_urls(serve, quick_retries):
+    """`hf-deit recipe --train_files URLs` plans from the rows in the parquet footers (16), as the run counts them."""
+    from hf_deit.distillation.recipe_cli import recipe_report
+
+    base, _ = serve(fail_first=2)
+    flags = ["--train_files", *train_urls(base), "--world_size", "1", "--per_device_train_batch_size", "4"]
+    assert re.search(r"^Training images: .*train-00000-of-00004.parquet \(\+3 more\) \(parquet footers\)\.$",
+                     recipe_report(flags), flags=re.MULTILINE)
+    assert "for 16 training images" in recipe_report(flags)
+    capped = recipe_report([*flags, "--max_train_samples", "10"])
+    assert "for 10 training images" in capped and "capped by --max_train_samples" in capped
 
 
 def test_a_lasting_503_names_the_url_and_status_after_bounded_retries(serve, quick_retries):

@@ -330,7 +330,7 @@ def _load_split(data_args: DataArguments, split: str, max_samples: int | None, t
     return dataset
 
 
-def _count_files(data_args: DataArguments) -> int | None:
+def count_train_files(data_args: DataArguments) -> int | None:
     """Examples in --train_files without reading them: parquet footers (URLs too); None for other formats."""
     found = resolve_files(data_args.train_files)
     paths = [path for path, _ in found]
@@ -345,7 +345,7 @@ def train_stream_size(data_args: DataArguments, stream: IterableDataset) -> int 
     None when nothing says (logged: the stream then has no epochs of the paper's length)."""
     size = data_args.train_dataset_size or stream_size(stream)
     if size is None:
-        size = _count_files(data_args) if data_args.train_files else count_local_examples(
+        size = count_train_files(data_args) if data_args.train_files else count_local_examples(
             data_args.dataset_name, data_args.train_split)
     if data_args.max_train_samples is not None:
         size = min(size, data_args.max_train_samples) if size else data_args.max_train_samples

@@ -28,8 +28,9 @@ class RecipeQuery:
 
     dataset_size: int | None = field(
         default=None,
-        metadata={"help": "Training images (default: counted from --dataset_name's train split when it is a local "
-                          f"folder or shards, else ImageNet-1k's {IMAGENET_TRAIN_SIZE:,})."},
+        metadata={"help": "Training images (default: as the run counts them: --train_dataset_size, the rows in "
+                          "--train_files' parquet footers, --dataset_name's train split when it is a local folder or "
+                          f"shards, else ImageNet-1k's {IMAGENET_TRAIN_SIZE:,}; capped by --max_train_samples)."},
     )
     world_size: int = field(default=1, metadata={"help": "Training processes (one per GPU), over all nodes."})
     processes_per_node: int | None = field(default=None, metadata={"help": "Default: world_size, at most 8."})
@@ -47,8 +48,29 @@ def _environment(query: RecipeQuery) -> Environment:
 
 
 def _dataset_size(query: RecipeQuery, data: DataArguments) -> tuple[int, str]:
+    """The training set's size as the run would count it (hf_deit.data.pipeline.train_stream_size), capped by
+    --max_train_samples: given, --train_dataset_size, --train_files' parquet footers, a local folder, else ImageNet."""
+    size, where = _uncapped_dataset_size(query, data)
+    if data.max_train_samples is not None and data.max_train_samples < size:
+        return data.max_train_samples, f"{where}, capped by --max_train_samples"
+    return size, where
+
+
+def _uncapped_dataset_size(query: RecipeQuery, data: DataArguments) -> tuple[int, str]:
     if query.dataset_size is not None:
         return query.dataset_size, "given"
+    if data.train_dataset_size:
+        return data.train_dataset_size, "--train_dataset_size"
+    if data.train_files:
+        from ..data.pipeline import count_train_files
+
+        size = count_train_files(data)  # parquet footers, local files or URLs; None for other formats
+        if size is None:
+            raise ValueError(
+                f"Cannot count the examples of --train_files {data.source} without reading them (only parquet "
+                "footers are counted): give --dataset_size N (or --train_dataset_size N, as the run would need)."
+            )
+        return size, f"{data.source} (parquet footers)"
     from pathlib import Path
 
     if Path(data.dataset_name).exists():
