@@ -207,6 +207,11 @@ def main() -> None:
                    "curve": curve, "params": sum(p.numel() for p in unwrapped.parameters()), "optimizer": OPTIMIZER}
         Path(teacher_args.output_dir, "eval_results.json").write_text(json.dumps(results, indent=2))
         print(f"eval top-1 {curve[-1][1]:.2f}%; teacher saved to {teacher_args.output_dir}")
+    # The process group and DDP torn down now, not at interpreter exit (as DistillationTrainer.close: left to exit, a
+    # gloo rank now and then aborted with "terminate called without an active exception" after its work was done).
+    accelerator.wait_for_everyone()
+    accelerator.end_training()
+    model, optimizer, scheduler, eval_loader = accelerator.free_memory(model, optimizer, scheduler, eval_loader)
 
 
 if __name__ == "__main__":
