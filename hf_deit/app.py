@@ -213,8 +213,9 @@ def agreement_markdown(explanation: Explanation) -> str:
         ]
     if "teacher" in top1:
         followers = [head for head in ("cls", "distillation") if top1[head] == top1["teacher"]]
-        agreeing = " and ".join(f"the {head} head" for head in followers) or "neither head"
-        lines.append(f"The teacher says **{top1['teacher']}**: {agreeing} agrees with it.")
+        agreeing = "both heads agree" if len(followers) == 2 else (
+            f"the {followers[0]} head agrees" if followers else "neither head agrees")
+        lines.append(f"The teacher says **{top1['teacher']}**: {agreeing} with it.")
     return "\n\n".join(lines)
 
 

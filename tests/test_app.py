@@ -103,6 +103,10 @@ def test_agreement_words():
     assert "The teacher says **dog**: the distillation head agrees with it." in text
     text = agreement_markdown(explanation({"fused": "cat", "cls": "cat", "distillation": "cat"}))
     assert text == "The cls and distillation heads agree: **cat**."
+    text = agreement_markdown(explanation({"fused": "cat", "cls": "cat", "distillation": "cat", "teacher": "cat"}))
+    assert text.endswith("The teacher says **cat**: both heads agree with it.")
+    text = agreement_markdown(explanation({"fused": "cat", "cls": "cat", "distillation": "cat", "teacher": "dog"}))
+    assert text.endswith("The teacher says **dog**: neither head agrees with it.")
 
 
 def test_heatmap_is_the_crop_enlarged_with_the_map_over_it():
