@@ -16,6 +16,7 @@ The recipe's own dependencies (batch, learning rate, precision, workers) were re
     stream of known size turned into `--max_steps` (transformers refuses a dataset without a length and no max_steps);
     an evaluation stream's loader is prepared with it on (`dispatched_evaluation`);
   * the data seed, one rule for map-style data and streams: `data_seed(args)`.
+And at the end of a run, `close_processes` (DistillationTrainer.close) tears the process group and DDP down.
 """
 
 from __future__ import annotations
@@ -74,6 +75,21 @@ def check_launch(args: TrainingArguments) -> None:
             "gloo; with GPUs, check that accelerate/torchrun sees them."
         )
 
+
+def close_processes(trainer: Any) -> None:
+    """End of a run (DistillationTrainer.close): every rank waits for the others, the process group is destroyed,
+    then the DDP wrapper and accelerate's references are dropped and collected, so that the group's backend (DDP's
+    reducer holds it; gloo's worker threads) is torn down now, while the interpreter is whole. Left to interpreter
+    exit, a 2-process gloo rank now and then aborted with "terminate called without an active exception" after all
+    its work was done, even with the group destroyed. The trainer cannot train after it; its model stays usable."""
+    import gc
+
+    trainer.accelerator.wait_for_everyone()
+    trainer.accelerator.end_training()  # trackers finished, process group destroyed
+    trainer.accelerator.free_memory()  # accelerate's own references: prepared models (DDP), optimizers, loaders
+    trainer.model_wrapped = trainer.model
+    trainer.optimizer = trainer.lr_scheduler = None
+    gc.collect()
 
 def check_stream_shards_for(train_dataset: Any, args: TrainingArguments) -> None:
     """A training stream (a datasets IterableDataset) whose shards the ranks x DataLoader workers cannot share evenly

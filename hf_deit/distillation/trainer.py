@@ -55,7 +55,7 @@ from .mixing import LambdaRecordingMixup, build_mixup, mix_batch
 from .monitor import TrainingMonitor
 from .recipe import NO_WEIGHT_DECAY
 from .schedule import build_scheduler
-from .setup import data_seed, dispatched_evaluation, resolve_setup, stream_epoch_batches
+from .setup import close_processes, data_seed, dispatched_evaluation, resolve_setup, stream_epoch_batches
 from .storage import parameter_bytes, write_errors_named
 from .teacher_cache import CachedTeacher, MixRecord
 from .teacher_setup import resolve_teacher
@@ -115,9 +115,8 @@ class DistillationTrainer(CachedFloatingPointOps, Trainer):
         self.stream_position = StreamPositionCallback(uncounted=lambda: self._steps_per_epoch is None)
         self.sampler_epoch = SamplerEpochCallback()  # the epoch of the map-style sampler _get_dataloader builds
         finite = FiniteWeightsCallback(self.model, self.monitor, self.accelerator)  # teacher and loss, then weights
-        for cb in (self.monitor, self.ema, self.stream_position, self.sampler_epoch, finite):
-            if cb is not None:
-                self.add_callback(cb)
+        for cb in filter(None, (self.monitor, self.ema, self.stream_position, self.sampler_epoch, finite)):
+            self.add_callback(cb)
         self._steps_per_epoch: int | None = None  # the Trainer's count; None for a stream of unknown size
         self._built_lr_scheduler = False
         self.run_claim: run_folder.RunClaim | None = None  # this run's hold on output_dir, while train() runs
@@ -158,9 +157,8 @@ class DistillationTrainer(CachedFloatingPointOps, Trainer):
             pixel_values = self.device_finish(pixel_values, train=training)
         if training and self.mixup is not None and not labels.is_floating_point():
             # clone: Mixup works in place, and the caller's batch stays as it was
-            pixel_values, labels = mix_batch(
-                self.mixup, pixel_values.clone(), labels, self.mixup.num_classes, self.mixup.label_smoothing
-            )
+            pixel_values, labels = mix_batch(self.mixup, pixel_values.clone(), labels, self.mixup.num_classes,
+                                             self.mixup.label_smoothing)
             if isinstance(self.mixup, LambdaRecordingMixup):
                 mix = MixRecord(self.mixup.last_lam, len(labels) - len(labels) % 2)
         return inputs, pixel_values, labels, mix
@@ -174,10 +172,8 @@ class DistillationTrainer(CachedFloatingPointOps, Trainer):
     # --- optimizer and schedule -------------------------------------------------------------------------------
     def get_decay_parameter_names(self, model: nn.Module) -> list[str]:
         """Weight decay on weight matrices and kernels only, minus the paper's exemptions (recipe.NO_WEIGHT_DECAY)."""
-        return [
-            name for name, param in model.named_parameters()
-            if param.ndim > 1 and name.rsplit(".", 1)[-1] not in NO_WEIGHT_DECAY
-        ]
+        return [name for name, param in model.named_parameters()
+                if param.ndim > 1 and name.rsplit(".", 1)[-1] not in NO_WEIGHT_DECAY]
 
     def set_initial_training_values(self, args, dataloader):
         # Public Trainer hook: it counts the optimizer steps per epoch (from the sampler's epoch, see
@@ -296,22 +292,9 @@ class DistillationTrainer(CachedFloatingPointOps, Trainer):
             card = model_card_from_trainer(self, data_args, self.teacher_source)
             card.save(os.path.join(self.args.output_dir, "README.md"))
 
-    # --- end of the run ---------------------------------------------------------------------------------------
     def close(self) -> None:
-        """Ends a run's processes cleanly; call it last (examples/distill.py does). Every rank waits for the others,
-        the process group is destroyed, then the DDP wrapper and accelerate's references are dropped and collected,
-        so that the group's backend (DDP's reducer holds it; gloo's worker threads) is torn down now, while the
-        interpreter is whole. Left to interpreter exit, a 2-process gloo rank now and then aborted with "terminate
-        called without an active exception" after all its work was done, even with the group destroyed. The
-        trainer cannot train after it; its model (self.model) stays usable."""
-        import gc
-
-        self.accelerator.wait_for_everyone()
-        self.accelerator.end_training()  # trackers finished, process group destroyed
-        self.accelerator.free_memory()  # accelerate's own references: prepared models (DDP), optimizers, loaders
-        self.model_wrapped = self.model
-        self.optimizer = self.lr_scheduler = None
-        gc.collect()
+        """Call it last (examples/distill.py does): the run's processes end cleanly (setup.close_processes)."""
+        close_processes(self)
 
 
 __all__ = ["DistillationTrainer"]
