@@ -91,6 +91,7 @@ def close_processes(trainer: Any) -> None:
     trainer.optimizer = trainer.lr_scheduler = None
     gc.collect()
 
+
 def check_stream_shards_for(train_dataset: Any, args: TrainingArguments) -> None:
     """A training stream (a datasets IterableDataset) whose shards the ranks x DataLoader workers cannot share evenly
     is refused before any step (hf_deit.data.shards.check_stream_shards says why and what to do); DataLoader workers
