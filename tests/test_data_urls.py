@@ -30,17 +30,21 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 class FlakyHandler(http.server.SimpleHTTPRequestHandler):
-    """Serves a folder; the first `fail_first` requests of each path get a 503, and with `cut_downloads` the first
-    whole-file GET (no Range header: a download, not a streaming read) of each file sends half its body."""
+    """Serves a folder; the first `fail_first` requests of each path get a 503 (then the `fail_later` after them,
+    once `fail_later_after` more have been answered), and with `cut_downloads` the first whole-file GET (no Range
+    header: a download, not a streaming read) of each file sends half its body."""
 
     fail_first = 0
+    fail_later = 0
+    fail_later_after = 0
     cut_downloads = False
     requests: collections.Counter
     cut: set
 
     def _failed(self) -> bool:
         self.requests[self.path] += 1
-        if self.requests[self.path] <= self.fail_first:
+        count, later = self.requests[self.path], self.fail_first + self.fail_later_after
+        if count <= self.fail_first or later < count <= later + self.fail_later:
             self.send_error(503, "Service Unavailable")
             return True
         return False
@@ -87,8 +91,9 @@ def serve(shards):
     """serve(fail_first=0, cut_downloads=False) -> (base URL, per-path request counter); stopped after the test."""
     servers = []
 
-    def start(fail_first: int = 0, cut_downloads: bool = False):
+    def start(fail_first: int = 0, cut_downloads: bool = False, fail_later: int = 0, fail_later_after: int = 0):
         handler = type("Handler", (FlakyHandler,), {"fail_first": fail_first, "cut_downloads": cut_downloads,
+                                                    "fail_later": fail_later, "fail_later_after": fail_later_after,
                                                     "requests": collections.Counter(), "cut": set()})
         server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(handler, directory=str(shards)))
         threading.Thread(target=server.serve_forever, daemon=True).start()
@@ -124,6 +129,16 @@ def test_flaky_server_gives_the_local_rows(serve, shards, quick_retries, streami
     local = load_image_dataset(str(shards), "train", streaming=streaming, cache_dir=str(tmp_path / "local"))
     assert remote_rows == rows(local) and len(remote_rows) == 16
     assert all(requests[f"/train-{i:05d}-of-00004.parquet"] > 2 for i in range(4))
+
+
+def test_a_stream_survives_503s_on_files_it_opens_after_start_up(serve, shards, quick_retries):
+    """hf_deit's start-up lookup is each file's first request (a HEAD); the next two (datasets opening the file while
+    it streams: fsspec's HEAD for the size, then its GET fallback) get 503s, which fsspec alone reads as "not found".
+    Retried by the stream's http client: the rows equal the local shards'."""
+    base, requests = serve(fail_later=2, fail_later_after=1)
+    remote_rows = rows(load_image_files(train_urls(base), streaming=True))
+    assert remote_rows == rows(load_image_dataset(str(shards), "train", streaming=True)) and len(remote_rows) == 16
+    assert all(requests[f"/train-{i:05d}-of-00004.parquet"] > 3 for i in range(4))  # the 503s were served
 
 
 def test_a_glob_on_a_listing_server_and_stream_size_from_footers(serve, quick_retries):

@@ -28,7 +28,7 @@ from datasets import (
 )
 
 from ..sources import require_source
-from .remote import builder_for, fetch_files, is_url, origin_metadata, resolve_files
+from .remote import builder_for, fetch_files, is_url, origin_metadata, resolve_files, stream_storage_options
 
 logger = logging.getLogger(__name__)
 
@@ -301,6 +301,9 @@ def load_image_files(
     if not streaming:
         found = fetch_files(found, cache_dir)
     data_files = DataFilesList([path for path, _ in found], [origin_metadata(info) for _, info in found])
-    raw = load_dataset(builder, data_files={split: data_files}, split=split, streaming=streaming, cache_dir=cache_dir)
+    # A stream opens its files while it reads: over http(s) with retries (remote.retrying_http_client).
+    storage_options = stream_storage_options(list(data_files)) if streaming else None
+    raw = load_dataset(builder, data_files={split: data_files}, split=split, streaming=streaming, cache_dir=cache_dir,
+                       storage_options=storage_options)
     class_names = read_class_index(class_index_file) if class_index_file else None
     return _standardize(raw, ", ".join(files), class_names, image_column, label_column)

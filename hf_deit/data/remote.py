@@ -10,7 +10,9 @@ Why hf_deit does this rather than hand the URLs to `load_dataset(data_files=...)
   host (127.0.0.1 included), under HF_HUB_OFFLINE=1; fsspec's clients do not look at that variable.
 - datasets' map-style download (`cached_path`) refuses every URL under HF_HUB_OFFLINE / HF_DATASETS_OFFLINE and
   retries nothing. Streaming reads go through fsspec, work offline, and are retried by datasets itself
-  (`STREAMING_OPEN_MAX_RETRIES` / `STREAMING_READ_MAX_RETRIES`, 20 tries 5 s apart, aiohttp errors included).
+  (`STREAMING_OPEN_MAX_RETRIES` / `STREAMING_READ_MAX_RETRIES`, 20 tries 5 s apart, aiohttp errors included); but a
+  file it opens mid-run whose size lookup gets a 503 is "not found" to fsspec, which datasets does not retry: a
+  stream's http(s) files are read through `retrying_http_client`, whose requests are retried as below.
 So hf_deit lists the files (fsspec `glob` / `info`, retried with exponential backoff on connection errors and the
 HTTP statuses huggingface_hub retries), hands datasets the resolved `DataFilesList`, which it takes as is (no second
 resolution), and for map-style data downloads the files into the datasets cache first. HF_HUB_OFFLINE is about the
@@ -111,6 +113,46 @@ def with_retries(action: Callable[[], T], target: str) -> T:
             raise
     raise AssertionError("unreachable")
 
+
+async def _retry_transient(request: Any, handler: Any) -> Any:
+    """aiohttp client middleware: a request that fails to connect or is answered with a transient status
+    (RETRY_STATUSES) is sent again, with `with_retries`' backoff; the last answer or error is passed on."""
+    import aiohttp
+
+    wait = RETRY_BASE_WAIT_S
+    for attempt in range(1, RETRY_TRIES + 1):
+        try:
+            response = await handler(request)
+        except (aiohttp.ClientConnectionError, asyncio.TimeoutError) as error:
+            if attempt == RETRY_TRIES:
+                raise
+            cause = _cause(error)
+        else:
+            if response.status not in RETRY_STATUSES or attempt == RETRY_TRIES:
+                return response
+            cause = f"HTTP {response.status}"
+            response.release()
+        logger.warning("%s: %s; retrying in %.0f s [%d/%d]", request.url, cause, wait, attempt, RETRY_TRIES)
+        await asyncio.sleep(wait)
+        wait = min(wait * 2, RETRY_MAX_WAIT_S)
+    raise AssertionError("unreachable")
+
+
+async def retrying_http_client(**client_kwargs: Any) -> Any:
+    """fsspec HTTPFileSystem's `get_client`: an aiohttp session whose requests are retried (`_retry_transient`).
+    datasets opens a stream's files while it reads (fsspec: a HEAD for the size, then ranged GETs); its own retries
+    cover connection errors only, and fsspec reads a 503 on that HEAD as "not found", which would end a run hours
+    in. Module-level, so that it pickles by name into DataLoader workers."""
+    import aiohttp
+
+    return aiohttp.ClientSession(middlewares=(_retry_transient,), **client_kwargs)
+
+
+def stream_storage_options(files: list[str]) -> dict[str, dict[str, Any]]:
+    """datasets' `storage_options` for reading `files`: http(s) through `retrying_http_client`."""
+    if not any(path.startswith(("http://", "https://")) for path in files):
+        return {}
+    return {protocol: {"get_client": retrying_http_client} for protocol in ("http", "https")}
 
 def _filesystem(path: str) -> tuple[Any, str]:
     from fsspec.core import url_to_fs
@@ -226,4 +268,4 @@ def count_parquet_rows(files: list[str]) -> int:
 
 
 __all__ = ["builder_for", "count_parquet_rows", "fetch_files", "is_url", "origin_metadata", "resolve_files",
-           "with_retries"]
+           "retrying_http_client", "stream_storage_options", "with_retries"]
