@@ -154,6 +154,7 @@ def stream_storage_options(files: list[str]) -> dict[str, dict[str, Any]]:
         return {}
     return {protocol: {"get_client": retrying_http_client} for protocol in ("http", "https")}
 
+
 def _filesystem(path: str) -> tuple[Any, str]:
     from fsspec.core import url_to_fs
 
